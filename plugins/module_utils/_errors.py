@@ -1,0 +1,28 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""The one error type of the library: modules and the CLI turn it into a message for the user."""
+
+from __future__ import annotations
+
+
+class NodePluginError(Exception):
+    """A failure the user can act on: what went wrong, where, and what to do about it."""
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None,
+                 details: str | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.hint = hint
+        self.details = details
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """One message: the problem, the file it concerns, then what to do."""
+        text = self.message
+        if self.path:
+            text = f"{self.path}: {text}"
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        if self.details:
+            text = f"{text}\n{self.details}"
+        return text
