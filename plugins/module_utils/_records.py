@@ -1,0 +1,177 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""What an edit leaves behind for Node users and for the tools: records, manifests, build record.
+
+Formats users expect (edit-node, see FACTS.md):
+- ``/etc/ovirt-plugins.d/<rpm name>``: ``Name:<name>``, ``Version:<version>-<release>.<arch>``,
+  ``Install Date:<date>`` (no space after the colons); the Node's text UI lists plugins from them.
+- ``isolinux/updateN/`` (N = earlier updates + 1): ``manifest-<kind>.txt``,
+  ``delta-manifest-<kind>.txt`` (the change against the state before this edit) and
+  ``installed_plugins``; ``isolinux/current-manifest-<kind>.txt`` are relative links to the newest.
+  The same files go to ``/etc/ovirt-plugins-manifests.d/updateN/`` in the root filesystem.
+- `` (Edited)`` or `` (Edited, Unsigned)`` appended to ``/etc/system-release``.
+Ours on top: ``isolinux/ovirt-plugins-build.json``, the machine-readable build record (inputs'
+digests, plugin manifests, options, tool version) that makes reruns and verification cheap.
+"""
+
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+
+from ._errors import NodePluginError
+
+TOOL_NAME = "ovirt.node_plugins"
+TOOL_VERSION = "1.0.0-dev0"
+RECORDS_DIR = "/etc/ovirt-plugins.d"
+IMAGE_MANIFESTS_DIR = "/etc/ovirt-plugins-manifests.d"
+BUILD_RECORD_ISO_PATH = "isolinux/ovirt-plugins-build.json"
+BUILD_RECORD_FORMAT = 1
+
+# Manifest kinds in the order a Node ISO lists them; the last four are bzip2 content in a .txt name.
+MANIFEST_KINDS = ("rpm", "srpm", "license", "file", "dir", "owns", "deps")
+COMPRESSED_KINDS = frozenset(("file", "dir", "owns", "deps"))
+_SIGNATURE = ("%|RSAHEADER?{%{RSAHEADER:pgpsig}}:{%|DSAHEADER?{%{DSAHEADER:pgpsig}}:"
+              "{%|SIGPGP?{%{SIGPGP:pgpsig}}:{none}|}|}|")
+# rpm query formats run with the image's own rpm; one line per entry.
+QUERY_FORMATS = {
+    "rpm": "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH} (" + _SIGNATURE + ")\\n",
+    "srpm": "%{SOURCERPM}\\n",
+    "license": "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH} (%{LICENSE})\\n",
+    "file": "[%{FILENAMES}\\n]",
+    "dir": "[%{FILEMODES:perms} %{FILENAMES}\\n]",
+    "owns": "[%{FILENAMES} %{NAME}\\n]",
+    "deps": "[%{NAME}: %{REQUIRENAME}\\n]",
+}
+_UPDATE_DIR = re.compile(r"^update(\d+)$")
+
+
+def plugin_record(name: str, evra: str, install_date: str) -> str:
+    """The three-line record of one installed plugin package, as the Node's UI reads it."""
+    return f"Name:{name}\nVersion:{evra}\nInstall Date:{install_date}\n"
+
+
+def parse_plugin_record(text: str) -> dict[str, str] | None:
+    """Fields of a record file, or None when it is not a plugin record (e.g. a .firewall file)."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key in ("Name", "Version", "Install Date"):
+            fields[key] = value.strip()
+    return fields if "Name" in fields else None
+
+
+def normalize_manifest(kind: str, lines: Iterable[str]) -> list[str]:
+    """Sorted, unique, non-empty lines; 'dir' keeps only directories, without their mode."""
+    cleaned = set()
+    for line in lines:
+        line = line.rstrip()
+        if not line or line.startswith("(none)"):
+            continue
+        if kind == "dir":
+            perms, _sep, path = line.partition(" ")
+            if not perms.startswith("d"):
+                continue
+            line = path
+        cleaned.add(line)
+    return sorted(cleaned)
+
+
+def encode_manifest(kind: str, lines: list[str]) -> bytes:
+    """File content of a manifest: text, bzip2-compressed for the large kinds."""
+    text = "".join(line + "\n" for line in lines).encode("utf-8")
+    return bz2.compress(text, 9) if kind in COMPRESSED_KINDS else text
+
+
+def decode_manifest(kind: str, content: bytes) -> list[str]:
+    """Lines of a manifest file as written by encode_manifest (or by a Node ISO build)."""
+    if kind in COMPRESSED_KINDS and content[:3] == b"BZh":
+        content = bz2.decompress(content)
+    return [line for line in content.decode("utf-8", "replace").splitlines() if line]
+
+
+def delta(before: list[str], after: list[str]) -> list[str]:
+    """The change between two manifests: '- line' for removed, '+ line' for added, sorted by line."""
+    old, new = set(before), set(after)
+    changes = [(line, "-") for line in old - new] + [(line, "+") for line in new - old]
+    return [f"{sign} {line}" for line, sign in sorted(changes)]
+
+
+def next_update_number(existing_names: Iterable[str]) -> int:
+    """N for the new isolinux/updateN: one more than the highest existing update."""
+    numbers = [int(match.group(1)) for name in existing_names if (match := _UPDATE_DIR.match(name))]
+    return max(numbers, default=0) + 1
+
+
+def update_files(number: int, before: Mapping[str, list[str]], after: Mapping[str, list[str]],
+                 installed_plugins: list[str]) -> dict[str, bytes]:
+    """Files of isolinux/updateN/, by name: manifests, deltas and installed_plugins."""
+    if number < 1:
+        raise ValueError("update numbers start at 1")
+    files = {}
+    for kind in MANIFEST_KINDS:
+        files[f"manifest-{kind}.txt"] = encode_manifest(kind, list(after.get(kind, [])))
+        files[f"delta-manifest-{kind}.txt"] = encode_manifest(
+            kind, delta(list(before.get(kind, [])), list(after.get(kind, []))))
+    files["installed_plugins"] = "".join(line + "\n" for line in installed_plugins).encode("utf-8")
+    return files
+
+
+def current_manifest_links(number: int) -> dict[str, str]:
+    """isolinux/current-manifest-<kind>.txt -> relative target in updateN."""
+    return {f"current-manifest-{kind}.txt": f"update{number}/manifest-{kind}.txt" for kind in MANIFEST_KINDS}
+
+
+def edited_system_release(text: str, *, unsigned: bool) -> str:
+    """/etc/system-release with the edit-node mark: ' (Edited)' or ' (Edited, Unsigned)', once."""
+    line = text.rstrip("\n")
+    mark = re.search(r" \(Edited(, Unsigned)?\)$", line)
+    was_unsigned = bool(mark and mark.group(1))
+    if mark:
+        line = line[:mark.start()]
+    suffix = " (Edited, Unsigned)" if unsigned or was_unsigned else " (Edited)"
+    return line + suffix + "\n"
+
+
+@dataclasses.dataclass
+class BuildRecord:
+    """The machine-readable record of how an ISO was built, stored in the ISO itself."""
+
+    base_sha256: str
+    base_volume_id: str
+    plugins: list[dict]
+    options: dict
+    inputs_digest: str
+    update: int
+    packages: dict[str, list[str]]
+    kernel_args: dict[str, list[str]]
+    created: str
+    tool: str = f"{TOOL_NAME} {TOOL_VERSION}"
+    format: int = BUILD_RECORD_FORMAT
+    history: list[dict] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, content: bytes, source: str = BUILD_RECORD_ISO_PATH) -> BuildRecord:
+        try:
+            data = json.loads(content)
+        except ValueError as exc:
+            raise NodePluginError(f"the build record is not valid JSON: {exc}", path=source) from exc
+        if not isinstance(data, dict) or data.get("format") != BUILD_RECORD_FORMAT:
+            raise NodePluginError(f"unsupported build record format {data.get('format') if isinstance(data, dict) else data!r}",
+                                  path=source, hint="it was written by another version of ovirt.node_plugins")
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def inputs_digest(base_sha256: str, plugin_sha256s: list[str], options: Mapping[str, object]) -> str:
+    """One digest of everything that determines an output: base, plugins in order, options."""
+    canonical = json.dumps({"base": base_sha256, "plugins": plugin_sha256s, "options": options,
+                            "tool": TOOL_VERSION}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
