@@ -1,0 +1,328 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""Dependency closure of a plugin's packages with libsolv, against the target image's package set.
+
+The image's packages form the installed repository (what they provide counts as satisfied); the
+plugin's own RPMs and the given repositories (folders of RPMs, or rpm-md repositories by file://,
+http:// or https:// URL) are the candidates. The solver's transaction says what is missing from the
+image: exactly those packages go into the plugin.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ._errors import NodePluginError
+
+try:
+    import solv
+except ImportError:  # pragma: no cover - reported by resolve
+    solv = None
+
+_NVRA = re.compile(r"^(?P<name>\S+)-(?:(?P<epoch>\d+):)?(?P<version>[^-\s]+)-(?P<release>[^-\s]+)"
+                   r"\.(?P<arch>[A-Za-z0-9_]+)$")
+_DEP = re.compile(r"^\s*(?P<name>\S+)(?:\s*(?P<op><=|>=|=|<|>)\s*(?P<evr>\S+))?\s*$")
+_REPOMD_NS = {"repo": "http://linux.duke.edu/metadata/repo"}
+_DOWNLOAD_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class InstalledPackage:
+    """A package of the target image (the same fields as _rpmdb's InstalledPackage)."""
+
+    name: str
+    epoch: int | None
+    version: str
+    release: str
+    arch: str
+    provides: tuple[str, ...] = ()
+
+    @property
+    def nevra(self) -> str:
+        epoch = f"{self.epoch}:" if self.epoch else ""
+        return f"{self.name}-{epoch}{self.version}-{self.release}.{self.arch}"
+
+
+@dataclass(frozen=True)
+class ResolvedPackage:
+    """A package the plugin must carry: where its file is and why it is there."""
+
+    name: str
+    nevra: str
+    path: str
+    role: str
+    repo: str
+
+
+@dataclass
+class Resolution:
+    """What the solver decided: packages to ship, and what the image already satisfied."""
+
+    packages: list[ResolvedPackage] = field(default_factory=list)
+    satisfied_by_image: list[str] = field(default_factory=list)
+    searched: list[str] = field(default_factory=list)
+
+
+def _require_solv() -> None:
+    if solv is None:
+        raise NodePluginError("the Python solv bindings are not installed",
+                              hint="install the package 'python3-solv' (make setup does it)")
+
+
+def parse_package_list(text: str, source: str = "package list") -> list[InstalledPackage]:
+    """Read a package list: JSON (a list of objects with name/epoch/version/release/arch/provides),
+    or text lines ``name-[epoch:]version-release.arch [(signature)]`` as in manifest-rpm.txt or
+    ``rpm -qa`` output. Blank lines, ``#`` comments and gpg-pubkey entries are skipped.
+    """
+    stripped = text.lstrip()
+    if stripped.startswith("[") or stripped.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NodePluginError(f"not valid JSON ({exc})", path=source) from exc
+        if isinstance(data, dict):
+            data = data.get("packages", [])
+        try:
+            return [InstalledPackage(name=item["name"], epoch=item.get("epoch"), version=item["version"],
+                                     release=item["release"], arch=item.get("arch", "noarch"),
+                                     provides=tuple(item.get("provides", ()))) for item in data]
+        except (KeyError, TypeError) as exc:
+            raise NodePluginError(f"a package entry lacks {exc}", path=source,
+                                  hint="each entry needs name, version, release (epoch, arch, provides optional)") \
+                from exc
+    packages = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = re.sub(r"\s+\(.*\)\s*$", "", line).strip()
+        if not entry or entry.startswith("#") or entry.startswith("gpg-pubkey-"):
+            continue
+        match = _NVRA.match(entry)
+        if not match:
+            raise NodePluginError(f"line {number}: '{line.strip()}' is not name-version-release.arch",
+                                  path=source, hint="use isolinux/manifest-rpm.txt of the ISO or 'rpm -qa' output")
+        epoch = match.group("epoch")
+        packages.append(InstalledPackage(match.group("name"), int(epoch) if epoch else None,
+                                         match.group("version"), match.group("release"), match.group("arch")))
+    if not packages:
+        raise NodePluginError("the package list is empty", path=source)
+    return packages
+
+
+def read_package_list(path: str) -> list[InstalledPackage]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_package_list(handle.read(), source=path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NodePluginError(f"cannot read the package list: {exc}", path=path) from exc
+
+
+def _dep(pool, text: str):
+    """A libsolv dependency id from 'name [op evr]'."""
+    match = _DEP.match(text)
+    if not match:
+        return None
+    dep = pool.Dep(match.group("name"))
+    if match.group("op"):
+        flags = {"<": solv.REL_LT, ">": solv.REL_GT, "=": solv.REL_EQ,
+                 "<=": solv.REL_LT | solv.REL_EQ, ">=": solv.REL_GT | solv.REL_EQ}[match.group("op")]
+        dep = dep.Rel(flags, pool.Dep(match.group("evr")))
+    return dep
+
+
+def _evr(package: InstalledPackage) -> str:
+    text = f"{package.version}-{package.release}"
+    return f"{package.epoch}:{text}" if package.epoch else text
+
+
+class _Candidates:
+    """A repository of candidates and the file each of its solvables comes from."""
+
+    def __init__(self, label: str, repo) -> None:
+        self.label = label
+        self.repo = repo
+        self.files: dict[int, str] = {}
+
+
+def _download(url: str, dest: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response, open(dest, "wb") as handle:
+            shutil.copyfileobj(response, handle)
+    except (OSError, ValueError) as exc:
+        raise NodePluginError(f"cannot download {url}: {exc}",
+                              hint="check the repository URL and the network") from exc
+    return dest
+
+
+class Resolver:
+    """One libsolv pool: the image as installed repository, and the candidate repositories."""
+
+    def __init__(self, image_packages: Sequence[InstalledPackage], workdir: str) -> None:
+        _require_solv()
+        self.workdir = workdir
+        self.pool = solv.Pool()
+        self.pool.setdisttype(solv.Pool.DISTTYPE_RPM)
+        self.pool.setarch()
+        installed = self.pool.add_repo("@image")
+        for package in image_packages:
+            solvable = installed.add_solvable()
+            solvable.name, solvable.evr, solvable.arch = package.name, _evr(package), package.arch
+            solvable.add_deparray(solv.SOLVABLE_PROVIDES,
+                                  self.pool.Dep(package.name).Rel(solv.REL_EQ, self.pool.Dep(_evr(package))))
+            for provide in package.provides:
+                dep = _dep(self.pool, provide)
+                if dep is not None:
+                    solvable.add_deparray(solv.SOLVABLE_PROVIDES, dep)
+        installed.internalize()
+        self.pool.installed = installed
+        self.installed = installed
+        self.candidates: list[_Candidates] = []
+
+    def add_rpm_files(self, label: str, paths: Iterable[str]) -> _Candidates:
+        candidates = _Candidates(label, self.pool.add_repo(label))
+        for path in paths:
+            solvable = candidates.repo.add_rpm(path, solv.Repo.REPO_REUSE_REPODATA | solv.Repo.REPO_NO_INTERNALIZE)
+            if solvable is None:
+                raise NodePluginError(f"not a readable RPM package ({self.pool.errstr})", path=path)
+            candidates.files[solvable.id] = path
+        candidates.repo.internalize()
+        self.candidates.append(candidates)
+        return candidates
+
+    def add_repository(self, location: str) -> _Candidates:
+        """A folder of RPMs, or an rpm-md repository (folder with repodata/, file:// or http(s):// URL)."""
+        parsed = urllib.parse.urlparse(location)
+        if parsed.scheme in ("http", "https"):
+            return self._add_rpmmd(location, remote=True)
+        folder = urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else location
+        if parsed.scheme not in ("", "file"):
+            raise NodePluginError(f"repository '{location}': unsupported URL scheme '{parsed.scheme}'",
+                                  hint="give a folder, or a file://, http:// or https:// URL")
+        if not os.path.isdir(folder):
+            raise NodePluginError("the repository folder does not exist", path=folder)
+        if os.path.isfile(os.path.join(folder, "repodata", "repomd.xml")):
+            return self._add_rpmmd(folder, remote=False)
+        paths = sorted(glob.glob(os.path.join(folder, "**", "*.rpm"), recursive=True))
+        return self.add_rpm_files(location, [path for path in paths if not path.endswith(".src.rpm")])
+
+    def _fetch(self, base: str, relative: str, remote: bool) -> str:
+        if not remote:
+            path = os.path.join(base, relative)
+            if not os.path.isfile(path):
+                raise NodePluginError(f"the repository lacks {relative}", path=base)
+            return path
+        dest = tempfile.mkstemp(dir=self.workdir, suffix="-" + os.path.basename(relative))
+        os.close(dest[0])
+        return _download(base.rstrip("/") + "/" + relative, dest[1])
+
+    def _add_rpmmd(self, base: str, remote: bool) -> _Candidates:
+        repomd = self._fetch(base, "repodata/repomd.xml", remote)
+        try:
+            root = ElementTree.parse(repomd).getroot()
+        except ElementTree.ParseError as exc:
+            raise NodePluginError(f"repodata/repomd.xml is not XML ({exc})", path=base) from exc
+        primary = root.find("repo:data[@type='primary']/repo:location", _REPOMD_NS)
+        if primary is None:
+            raise NodePluginError("repodata/repomd.xml names no primary metadata", path=base)
+        primary_file = self._fetch(base, primary.get("href"), remote)
+        candidates = _Candidates(base, self.pool.add_repo(base))
+        handle = solv.xfopen(primary_file)
+        if handle is None or not candidates.repo.add_rpmmd(handle, None, 0):
+            raise NodePluginError(f"cannot read the primary metadata ({self.pool.errstr})", path=base)
+        handle.close()
+        candidates.repo.internalize()
+        for solvable in candidates.repo.solvables:
+            location, _ = solvable.lookup_location()
+            candidates.files[solvable.id] = (base.rstrip("/") + "/" + location) if remote \
+                else os.path.join(base, location)
+        self.candidates.append(candidates)
+        return candidates
+
+    def _problem_text(self, problems) -> str:
+        lines = []
+        for problem in problems:
+            rules = [rule.info().problemstr() for rule in problem.findallproblemrules()]
+            lines.append("  " + ("; ".join(dict.fromkeys(rules)) or str(problem)))
+        return "\n".join(lines)
+
+    def resolve(self, plugin: _Candidates) -> Resolution:
+        """Install every package of ``plugin``; return the packages the image lacks."""
+        self.pool.addfileprovides()
+        self.pool.createwhatprovides()
+        jobs = [self.pool.Job(solv.Job.SOLVER_SOLVABLE | solv.Job.SOLVER_INSTALL, solvable.id)
+                for solvable in plugin.repo.solvables]
+        solver = self.pool.Solver()
+        problems = solver.solve(jobs)
+        searched = ["the target image's packages"] + [candidates.label for candidates in self.candidates]
+        if problems:
+            raise NodePluginError(
+                f"the plugin's packages cannot be installed on the target image ({len(problems)} problem(s))",
+                hint="add the repository that provides what is missing (--repo), or remove the conflict",
+                details=self._problem_text(problems) + "\n  looked in: " + ", ".join(searched))
+        transaction = solver.transaction()
+        resolution = Resolution(searched=searched)
+        replaced = []
+        by_id = {solvable_id: (candidates, path) for candidates in self.candidates
+                 for solvable_id, path in candidates.files.items()}
+        for solvable in transaction.newsolvables():
+            candidates, path = by_id[solvable.id]
+            role = "plugin" if candidates is plugin else "dependency"
+            for old in self.installed.solvables:
+                if old.name == solvable.name and role == "dependency":
+                    replaced.append(f"  {solvable.str()} would replace the image's {old.str()}")
+            resolution.packages.append(ResolvedPackage(solvable.name, solvable.str(), path, role, candidates.label))
+            for requirement in solvable.lookup_deparray(solv.SOLVABLE_REQUIRES):
+                providers = [provider for provider in self.pool.whatprovides(requirement)
+                             if provider.repo == self.installed]
+                if providers and not str(requirement).startswith("rpmlib("):
+                    resolution.satisfied_by_image.append(
+                        f"{requirement} (needed by {solvable.name}) <- {providers[0].str()}")
+        if replaced:
+            raise NodePluginError("a dependency would replace a package of the target image",
+                                  hint="a plugin may add packages, not change the image's own; pin the dependency"
+                                       " to the image's version or drop that repository",
+                                  details="\n".join(replaced))
+        resolution.packages.sort(key=lambda package: (package.role != "plugin", package.name, package.nevra))
+        return resolution
+
+
+def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str],
+                    image_packages: Sequence[InstalledPackage]) -> Resolution:
+    """The plugin's RPMs plus what of their requirements the image lacks, from the given repos."""
+    workdir = tempfile.mkdtemp(prefix="ovirt-plugin-deps-")
+    try:
+        resolver = Resolver(image_packages, workdir)
+        plugin = resolver.add_rpm_files("the plugin's RPMs", plugin_rpms)
+        for location in repos:
+            resolver.add_repository(location)
+        resolution = resolver.resolve(plugin)
+        return _materialize(resolution, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _materialize(resolution: Resolution, workdir: str) -> Resolution:
+    """Remote packages are downloaded into the caller's hands (a kept temp folder)."""
+    remote = [package for package in resolution.packages if urllib.parse.urlparse(package.path).scheme in
+              ("http", "https")]
+    if not remote:
+        return resolution
+    keep = tempfile.mkdtemp(prefix="ovirt-plugin-downloads-")
+    del workdir
+    materialized = []
+    for package in resolution.packages:
+        if package in remote:
+            dest = os.path.join(keep, os.path.basename(urllib.parse.urlparse(package.path).path))
+            _download(package.path, dest)
+            package = ResolvedPackage(package.name, package.nevra, dest, package.role, package.repo)
+        materialized.append(package)
+    resolution.packages = materialized
+    return resolution
