@@ -135,6 +135,7 @@ class RootImageSession:
         self._root_device = "/dev/sda"
         self._scratch_device = "/dev/sdb"
         self.launch_seconds = 0.0
+        self._rpm: str | None = None
 
     # -- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> RootImageSession:
@@ -311,9 +312,22 @@ class RootImageSession:
             self._guest(self.g.rm_f, path)
 
     # -- packages ---------------------------------------------------------------------------
+    def rpm_binary(self) -> str:
+        """The image's real rpm: minimal images may also carry busybox's 'rpm' applet on the PATH."""
+        if self._rpm is None:
+            for candidate in ("/usr/bin/rpm", "/bin/rpm", "rpm"):
+                probe = self.run([candidate, "--version"])
+                if probe.ok and "RPM version" in probe.output:
+                    self._rpm = candidate
+                    break
+            else:
+                raise NodePluginError("the image has no working rpm", path=self.root_image,
+                                      hint="plugins are installed with the image's own rpm; this image cannot take them")
+        return self._rpm
+
     def installed_packages(self) -> list[str]:
         """NEVRA of every package in the image's rpm database, queried with the image's rpm."""
-        result = self.run(["rpm", "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"])
+        result = self.run([self.rpm_binary(), "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"])
         if not result.ok:
             raise NodePluginError("the image's rpm could not list its packages", path=self.root_image,
                                   details=result.output)
@@ -333,7 +347,7 @@ class RootImageSession:
             target = f"{_WORK}/rpms/{os.path.basename(rpm_file)}"
             self.upload(rpm_file, target)
             staged.append(target)
-        argv = ["rpm", "-Uvh", "--replacepkgs"]
+        argv = [self.rpm_binary(), "-Uvh", "--replacepkgs"]
         if nodeps:
             argv.append("--nodeps")
         if nosignature:
