@@ -294,9 +294,12 @@ class Resolver:
         return resolution
 
 
-def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str],
-                    image_packages: Sequence[InstalledPackage]) -> Resolution:
-    """The plugin's RPMs plus what of their requirements the image lacks, from the given repos."""
+def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str], image_packages: Sequence[InstalledPackage],
+                    *, download_dir: str | None = None) -> Resolution:
+    """The plugin's RPMs plus what of their requirements the image lacks, from the given repos.
+
+    Packages from http(s) repositories are downloaded into download_dir (required for them).
+    """
     workdir = tempfile.mkdtemp(prefix="ovirt-plugin-deps-")
     try:
         resolver = Resolver(image_packages, workdir)
@@ -304,23 +307,15 @@ def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str],
         for location in repos:
             resolver.add_repository(location)
         resolution = resolver.resolve(plugin)
-        return _materialize(resolution, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _materialize(resolution: Resolution, workdir: str) -> Resolution:
-    """Remote packages are downloaded into the caller's hands (a kept temp folder)."""
-    remote = [package for package in resolution.packages if urllib.parse.urlparse(package.path).scheme in
-              ("http", "https")]
-    if not remote:
-        return resolution
-    keep = tempfile.mkdtemp(prefix="ovirt-plugin-downloads-")
-    del workdir
     materialized = []
     for package in resolution.packages:
-        if package in remote:
-            dest = os.path.join(keep, os.path.basename(urllib.parse.urlparse(package.path).path))
+        url = urllib.parse.urlparse(package.path)
+        if url.scheme in ("http", "https"):
+            if not download_dir:
+                raise NodePluginError("packages from http(s) repositories need a download folder")
+            dest = os.path.join(download_dir, os.path.basename(url.path))
             _download(package.path, dest)
             package = ResolvedPackage(package.name, package.nevra, dest, package.role, package.repo)
         materialized.append(package)
