@@ -1,0 +1,279 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""Boot an ISO (CD or hybrid disk, BIOS or UEFI) or a PXE tree in QEMU and read what it proves.
+
+The serial console (ttyS0) is read from QEMU's stdout; a boot ends as soon as success is seen
+(the NODE-MARKER line, or a caller's regular expression such as a login prompt), when the guest
+powers off, or at the timeout, when QEMU is killed. The full console log is always returned.
+
+The marker contract (the fixture's /sbin/init prints it; any image may): one line
+
+    NODE-MARKER v=1 <key>=<base64> <key>=<base64> ... end=1
+
+Every value is the base64 of a file's bytes, so no content can break the line, and a line cut
+short (no trailing ``end=1``, or a value that is not valid base64) is ignored. Keys:
+``version_file`` (/etc/default/version), ``system_release`` (/etc/system-release), ``cmdline``
+(/proc/cmdline), ``mounts`` (/proc/mounts), ``plugin`` (repeated: each file of
+/etc/ovirt-plugins.d/), ``extra`` (repeated: each file of /etc/node-marker.d/, where a plugin's
+scriptlet can leave a proof that it ran). Unknown keys are ignored, so the format can grow.
+parse_marker() turns the last complete line into a dict, see its docstring.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ._accel import qemu_accel_args
+from ._errors import NodePluginError
+from ._run import require_tool
+
+BOOT_PATHS = ("cd-bios", "cd-uefi", "disk-bios", "disk-uefi")
+MARKER_PREFIX = "NODE-MARKER "
+MARKER_VERSION = "v=1"
+OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+# After success, how long the guest may take to power off by itself before QEMU is stopped.
+_POWEROFF_GRACE = 10.0
+_POLL = 0.25
+
+
+@dataclasses.dataclass
+class BootResult:
+    """What one boot showed: ok when the success line was seen before the timeout."""
+
+    path: str
+    ok: bool
+    marker: dict[str, Any] | None
+    seconds: float
+    log: str
+    reason: str
+
+
+def ovmf_firmware() -> str:
+    """The OVMF (UEFI) firmware image for QEMU's -bios, or raise naming the package."""
+    for candidate in OVMF_CANDIDATES:
+        if os.path.isfile(candidate):
+            return candidate
+    raise NodePluginError("no UEFI firmware (OVMF.fd) found in " + ", ".join(OVMF_CANDIDATES),
+                          hint="install the package 'ovmf' (make setup does it)")
+
+
+def _decode(value: str) -> str | None:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _marker_fields(line: str) -> list[tuple[str, str]] | None:
+    """The decoded (key, value) pairs of one complete marker line, or None if it is cut or garbled."""
+    words = line[line.index(MARKER_PREFIX) + len(MARKER_PREFIX):].split()
+    if len(words) < 2 or words[0] != MARKER_VERSION or words[-1] != "end=1":
+        return None
+    fields = []
+    for word in words[1:-1]:
+        key, sep, value = word.partition("=")
+        text = _decode(value) if sep else None
+        if text is None:
+            return None
+        fields.append((key, text))
+    return fields
+
+
+def _version_info(text: str) -> dict[str, str]:
+    """KEY=VALUE lines of a shell-sourceable version file, quotes removed."""
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                words = [value]
+            info[key.strip()] = " ".join(words)
+    return info
+
+
+def _plugin_record(text: str) -> dict[str, str] | None:
+    """{"name", "version"} from an /etc/ovirt-plugins.d record (Name:/Version:/Install Date: lines)."""
+    record = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            record.setdefault(key.strip().lower(), value.strip())
+    if not record.get("name"):
+        return None
+    return {"name": record["name"], "version": record.get("version", "")}
+
+
+def parse_marker(console_text: str) -> dict[str, Any] | None:
+    """The last complete NODE-MARKER line of a console log as a dict, or None if there is none.
+
+    Keys: product, version, release, version_info (every KEY of /etc/default/version),
+    system_release, cmdline, root_device and root_fstype (the mount of / from /proc/mounts),
+    plugins (list of {"name", "version"}, sorted by name), extras (lines of /etc/node-marker.d files).
+    """
+    fields = None
+    for line in console_text.replace("\r", "\n").split("\n"):
+        if MARKER_PREFIX in line:
+            fields = _marker_fields(line) or fields
+    if fields is None:
+        return None
+    single = {key: value for key, value in fields}
+    info = _version_info(single.get("version_file", ""))
+    root_device = root_fstype = ""
+    for mount in single.get("mounts", "").splitlines():
+        parts = mount.split()
+        if len(parts) >= 3 and parts[1] == "/":
+            root_device, root_fstype = parts[0], parts[2]
+    plugins = [record for key, value in fields if key == "plugin" for record in [_plugin_record(value)] if record]
+    extras = [line for key, value in fields if key == "extra" for line in value.splitlines()]
+    return {
+        "product": info.get("PRODUCT", ""),
+        "version": info.get("VERSION", ""),
+        "release": info.get("RELEASE", ""),
+        "version_info": info,
+        "system_release": single.get("system_release", "").strip(),
+        "cmdline": single.get("cmdline", "").strip(),
+        "root_device": root_device,
+        "root_fstype": root_fstype,
+        "plugins": sorted(plugins, key=lambda record: (record["name"], record["version"])),
+        "extras": extras,
+    }
+
+
+class _ConsoleReader(threading.Thread):
+    """Collects QEMU's stdout (the guest's serial console) without blocking the caller."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(daemon=True)
+        self._stream = stream
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        fd = self._stream.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            with self._lock:
+                self._chunks.append(chunk)
+
+    def text(self) -> str:
+        with self._lock:
+            data = b"".join(self._chunks)
+        return data.decode("utf-8", "replace")
+
+
+def _qemu_base(memory_mib: int, uefi: bool) -> list[str]:
+    argv = [require_tool("qemu-system-x86_64"), *qemu_accel_args(), "-m", str(memory_mib),
+            "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]
+    if uefi:
+        argv += ["-bios", ovmf_firmware()]
+    return argv
+
+
+def _success(text: str, marker_regex: re.Pattern[str] | None) -> tuple[dict[str, Any] | None, str]:
+    if marker_regex is not None:
+        found = marker_regex.search(text)
+        return (parse_marker(text), f"console matched {marker_regex.pattern!r}") if found else (None, "")
+    if MARKER_PREFIX in text:
+        marker = parse_marker(text)
+        if marker is not None:
+            return marker, "NODE-MARKER line seen"
+    return None, ""
+
+
+def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: str | None = None) -> BootResult:
+    """Run QEMU until success is seen on the console, the guest stops, or timeout seconds pass."""
+    pattern = re.compile(marker_regex, re.MULTILINE) if marker_regex else None
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+    except OSError as exc:
+        raise NodePluginError(f"could not start QEMU: {exc}", details=shlex.join(argv)) from exc
+    reader = _ConsoleReader(process.stdout)
+    reader.start()
+    marker: dict[str, Any] | None = None
+    ok, reason, seconds = False, "", 0.0
+    try:
+        while True:
+            elapsed = time.monotonic() - started
+            exited = process.poll() is not None
+            if exited:
+                reader.join(5)
+            marker, why = _success(reader.text(), pattern)
+            if why:
+                ok, reason, seconds = True, why, elapsed
+                break
+            if exited:
+                reason = f"QEMU exited with code {process.returncode} before success was seen on the console"
+                seconds = elapsed
+                break
+            if elapsed > timeout:
+                reason = f"no success line on the console within {timeout:.0f} s (QEMU killed)"
+                seconds = elapsed
+                break
+            time.sleep(_POLL)
+        if ok:
+            try:  # the fixture powers off right after its marker; give any guest a moment to do so
+                process.wait(_POWEROFF_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(5)
+        process.stdout.close()
+    log = reader.text()
+    return BootResult(path=path, ok=ok, marker=marker, seconds=round(seconds, 2),
+                      log=f"$ {shlex.join(argv)}\n{log}", reason=reason)
+
+
+def boot_iso(iso: str, path: str, *, timeout: float = 240, memory_mib: int = 1024,
+             marker_regex: str | None = None, extra_qemu_args: Sequence[str] = ()) -> BootResult:
+    """Boot iso on one of BOOT_PATHS: as a CD-ROM or as a hybrid disk, with BIOS or UEFI firmware.
+
+    The disk paths attach the ISO read-only in effect (snapshot=on: guest writes are discarded).
+    """
+    if path not in BOOT_PATHS:
+        raise NodePluginError(f"unknown boot path {path!r}", hint=f"use one of {', '.join(BOOT_PATHS)}")
+    if not os.path.isfile(iso):
+        raise NodePluginError("ISO not found", path=iso, hint="check the path")
+    medium, firmware = path.split("-")
+    argv = _qemu_base(memory_mib, firmware == "uefi") + ["-nic", "none"]
+    if medium == "cd":
+        argv += ["-drive", f"file={iso},media=cdrom,readonly=on", "-boot", "d"]
+    else:
+        argv += ["-drive", f"file={iso},format=raw,snapshot=on", "-boot", "c"]
+    argv += list(extra_qemu_args)
+    return run_qemu(argv, path=path, timeout=timeout, marker_regex=marker_regex)
+
+
+def boot_pxe(tftp_root: str, bootfile: str = "pxelinux.0", *, uefi: bool = False, timeout: float = 300,
+             memory_mib: int = 1024, marker_regex: str | None = None,
+             extra_qemu_args: Sequence[str] = ()) -> BootResult:
+    """Network-boot a TFTP tree through QEMU's built-in DHCP/TFTP server (user networking).
+
+    BIOS uses the NIC's iPXE ROM and expects a pxelinux-style bootfile; with uefi=True the
+    bootfile must be an EFI binary (for example a GRUB netboot image).
+    """
+    if not os.path.isfile(os.path.join(tftp_root, bootfile)):
+        raise NodePluginError(f"boot file {bootfile!r} not found in the TFTP folder", path=tftp_root,
+                              hint="build the PXE tree first")
+    argv = _qemu_base(memory_mib, uefi) + [
+        "-netdev", f"user,id=n0,tftp={tftp_root},bootfile={bootfile}", "-device", "e1000,netdev=n0", "-boot", "n"]
+    argv += list(extra_qemu_args)
+    return run_qemu(argv, path="pxe-uefi" if uefi else "pxe-bios", timeout=timeout, marker_regex=marker_regex)
