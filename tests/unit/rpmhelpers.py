@@ -164,3 +164,46 @@ def build_rpms(specs: list[RpmSpec], *, sign_with: GpgKey | None = None, label: 
 
     folder = _cached("test-rpms", key, make)
     return RpmSet(folder, {spec.name: os.path.join(folder, spec.file_name) for spec in specs})
+
+
+# The packages most tests use: a plugin with a Requires chain ending in a soname the image provides,
+# a package with files outside the allowed paths, one that conflicts with the image, and a kmod.
+AGENT = RpmSpec("agent", files=(("/opt/agent/bin/agent", "#!/bin/sh"), ("/etc/agent/agent.conf", "port=1")),
+                requires=("agent-lib", "base >= 1.0"))
+AGENT_LIB = RpmSpec("agent-lib", files=(("/opt/agent/lib/data", "lib"),), requires=("libbase.so.1()(64bit)",))
+UNRELATED = RpmSpec("unrelated", files=(("/opt/unrelated/x", "x"),))
+BAD_PATHS = RpmSpec("bad-paths", files=(("/usr/bin/bad", "x"), ("/var/lib/bad/state", "x"),
+                                        ("/etc/bad.conf", "ok"), ("/optional/x", "x"),
+                                        ("/usr/lib/python3.11/site-packages/bad.py", "ok")))
+CONFLICTING = RpmSpec("conflicting", files=(("/opt/conflicting/x", "x"),), conflicts=("base",))
+KMOD = RpmSpec("kmod-vendor", files=(("/lib/modules/6.1.0/extra/vendor.ko", "ko"),
+                                     ("/etc/modprobe.d/vendor.conf", "options vendor x=1")))
+BASE_PROVIDES = ("libbase.so.1()(64bit)",)
+IMAGE_PACKAGES_JSON = json.dumps([
+    {"name": "base", "epoch": None, "version": "1.2", "release": "3", "arch": "x86_64", "provides": list(BASE_PROVIDES)},
+    {"name": "ovirt-node", "epoch": None, "version": "2.5.0", "release": "1.0.fc17", "arch": "noarch",
+     "provides": []},
+])
+
+
+def standard_rpms() -> RpmSet:
+    return build_rpms([AGENT, AGENT_LIB, UNRELATED, BAD_PATHS, CONFLICTING, KMOD], label="standard")
+
+
+def signed_rpms(key: GpgKey) -> RpmSet:
+    return build_rpms([AGENT, AGENT_LIB], sign_with=key, label="signed")
+
+
+def dependency_repo(folder: str, rpms: RpmSet, names: tuple[str, ...] = ("agent-lib", "unrelated")) -> str:
+    """A folder holding copies of some packages (a repository without repodata)."""
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        shutil.copy(rpms.by_name[name], folder)
+    return folder
+
+
+def image_packages_file(folder: str) -> str:
+    path = os.path.join(folder, "image-packages.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(IMAGE_PACKAGES_JSON)
+    return path

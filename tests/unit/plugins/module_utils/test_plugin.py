@@ -1,0 +1,283 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""The plugin format: schema, reproducible writing, and every reading rule on tampered tarballs."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from ansible_collections.ovirt.node_plugins.plugins.module_utils import _plugin_schema
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import (
+    Limits, canonical_json, open_plugin, parse_manifest, validate_manifest)
+from tests.unit import rpmhelpers
+
+TOP = rpmhelpers.TOP
+
+
+@pytest.fixture(scope="module")
+def rpms():
+    return rpmhelpers.standard_rpms()
+
+
+@pytest.fixture(scope="module")
+def key():
+    found = rpmhelpers.make_key()
+    yield found
+    rpmhelpers.stop_agent(found.home)
+
+
+def _request(tmp_path, rpms, **overrides) -> PluginBuildRequest:
+    values = {"name": "agent", "version": "1.0", "rpms": [rpms.by_name["agent"]],
+              "repos": [rpmhelpers.dependency_repo(str(tmp_path / "deps"), rpms)],
+              "target_packages": rpmhelpers.image_packages_file(str(tmp_path)),
+              "output": str(tmp_path / "agent-1.0.plugin.tar.gz"), "vendor": "Example", "summary": "test agent",
+              "node_product": "ovirt-node-iso", "node_versions": ">=2.5.0, <2.6"}
+    values.update(overrides)
+    return PluginBuildRequest(**values)
+
+
+@pytest.fixture
+def good_plugin(tmp_path, rpms, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    return build_plugin(_request(tmp_path, rpms)).path
+
+
+def _members(path: str) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    with tarfile.open(path, "r:gz") as archive:
+        return [(info, archive.extractfile(info).read() if info.isreg() else None) for info in archive]
+
+
+def _write(path: str, members) -> str:
+    raw = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed:
+        with tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for info, data in members:
+                if data is not None:
+                    info.size = len(data)
+                archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    with open(path, "wb") as handle:
+        handle.write(raw.getvalue())
+    return path
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, linkname, 0o644
+    return info
+
+
+def _with_manifest(members, change) -> list:
+    """Members with manifest.json rewritten by change(dict) (digests stay as they were unless changed)."""
+    result = []
+    for info, data in members:
+        if info.name == "manifest.json":
+            manifest = json.loads(data)
+            change(manifest)
+            data = canonical_json(manifest)
+        result.append((info, data))
+    return result
+
+
+def _refused(path: str, *words: str, **kwargs) -> str:
+    with pytest.raises(NodePluginError) as caught:
+        open_plugin(path, **kwargs)
+    message = str(caught.value)
+    for word in words:
+        assert word in message
+    return message
+
+
+def test_schema_file_matches_the_code():
+    with open(os.path.join(TOP, "docs", "plugin-manifest.schema.json"), encoding="utf-8") as handle:
+        assert handle.read() == _plugin_schema.schema_json()
+
+
+def test_good_plugin_reads_back(good_plugin):
+    archive = open_plugin(good_plugin)
+    assert archive.manifest.name == "agent" and archive.manifest.node.versions == ">=2.5.0, <2.6"
+    assert [(p.name, p.role) for p in archive.manifest.packages] == [("agent", "plugin"), ("agent-lib", "dependency")]
+    assert archive.manifest.created == "2023-11-14T22:13:20Z"
+    assert archive.recipe.packages == ["agent"]
+    assert archive.sha256 == hashlib.sha256(open(good_plugin, "rb").read()).hexdigest()
+    assert archive.signature is None and archive.signer is None
+
+
+def test_members_are_normalized_and_sorted(good_plugin):
+    members = _members(good_plugin)
+    assert [info.name for info, _ in members] == [
+        "manifest.json", "recipe.ks", "rpms", "rpms/agent-1.0-1.noarch.rpm", "rpms/agent-lib-1.0-1.noarch.rpm"]
+    for info, _ in members:
+        assert (info.uid, info.gid, info.uname, info.gname, info.mtime) == (0, 0, "root", "root", 1700000000)
+        assert info.mode == (0o755 if info.isdir() else 0o644)
+    with open(good_plugin, "rb") as handle:
+        header = handle.read(10)
+    assert header[4:8] == b"\0\0\0\0"  # gzip mtime 0
+    assert header[3] & 0x08 == 0       # no file name in the gzip header
+
+
+def test_extract_writes_verified_members(good_plugin, tmp_path):
+    dest = tmp_path / "out"
+    written = open_plugin(good_plugin).extract(str(dest))
+    assert sorted(os.path.relpath(path, dest) for path in written) == [
+        "manifest.json", "recipe.ks", "rpms/agent-1.0-1.noarch.rpm", "rpms/agent-lib-1.0-1.noarch.rpm"]
+    with pytest.raises(FileExistsError):  # never overwrites
+        open_plugin(good_plugin).extract(str(dest))
+
+
+def test_extract_removes_what_it_wrote_when_the_file_changed_underneath(good_plugin, tmp_path):
+    archive = open_plugin(good_plugin)
+    members = _members(good_plugin)
+    tampered = [(info, data[:-1] + bytes([data[-1] ^ 1]) if info.name.endswith("lib-1.0-1.noarch.rpm") else data)
+                for info, data in members]
+    _write(good_plugin, tampered)
+    dest = tmp_path / "out"
+    with pytest.raises(NodePluginError, match="digest mismatch"):
+        archive.extract(str(dest))
+    assert not os.path.exists(dest / "rpms" / "agent-1.0-1.noarch.rpm")
+
+
+@pytest.mark.parametrize("case, words", [
+    ("absolute", ["member '/etc/cron.d/evil' refused: absolute name"]),
+    ("dotdot", ["member 'rpms/../../evil' refused: '..' in name"]),
+    ("symlink", ["member 'rpms/link.rpm' refused: symbolic link (to '/etc/shadow')"]),
+    ("hardlink", ["member 'rpms/hard.rpm' refused: hard link (to 'recipe.ks')"]),
+    ("device", ["member 'rpms/dev' refused: device file"]),
+    ("fifo", ["member 'rpms/fifo' refused: fifo"]),
+    ("duplicate", ["member 'recipe.ks' refused: appears twice"]),
+    ("unlisted", ["member 'rpms/extra.rpm' refused: not listed in manifest.json"]),
+    ("unlisted-dir", ["member 'etc' refused: not listed in manifest.json"]),
+    ("oversize", ["member 'rpms/agent-1.0-1.noarch.rpm' refused: oversize"]),
+    ("digest", ["member 'rpms/agent-lib-1.0-1.noarch.rpm' refused: digest mismatch"]),
+    ("nevra", ["member 'rpms/agent-1.0-1.noarch.rpm' refused: RPM header says agent-1.0-1.noarch, "
+               "the manifest says agent-9.9-1.noarch"]),
+    ("recipe", ["recipe.ks: line 1: 'network' is not supported"]),
+    ("recipe-repo", ["repo 'x' points at 'file:///srv/repo'"]),
+    ("missing", ["member 'rpms/agent-lib-1.0-1.noarch.rpm' refused: listed in manifest.json but missing"]),
+    ("not-first", ["member 'recipe.ks' refused: manifest.json must be the first member"]),
+    ("schema", ["manifest does not match the plugin format 1 schema at packages/0/role"]),
+    ("recipe-digest", ["member 'recipe.ks' refused: digest mismatch"]),
+])
+def test_tampered_plugins_are_refused(good_plugin, tmp_path, case, words):
+    members = _members(good_plugin)
+    by_name = {info.name: data for info, data in members}
+    path = str(tmp_path / "tampered.plugin.tar.gz")
+    lib = "rpms/agent-lib-1.0-1.noarch.rpm"
+    if case == "absolute":
+        members.append((_info("/etc/cron.d/evil"), b"x"))
+    elif case == "dotdot":
+        members.append((_info("rpms/../../evil"), b"x"))
+    elif case == "symlink":
+        members.insert(3, (_info("rpms/link.rpm", tarfile.SYMTYPE, "/etc/shadow"), None))
+    elif case == "hardlink":
+        members.append((_info("rpms/hard.rpm", tarfile.LNKTYPE, "recipe.ks"), None))
+    elif case == "device":
+        members.append((_info("rpms/dev", tarfile.CHRTYPE), None))
+    elif case == "fifo":
+        members.append((_info("rpms/fifo", tarfile.FIFOTYPE), None))
+    elif case == "duplicate":
+        members.insert(2, (_info("recipe.ks"), by_name["recipe.ks"]))
+    elif case == "unlisted":
+        members.append((_info("rpms/extra.rpm"), b"x"))
+    elif case == "unlisted-dir":
+        members.append((_info("etc", tarfile.DIRTYPE), None))
+    elif case == "oversize":
+        members = [(info, data + b"\0" * 10 if info.name == "rpms/agent-1.0-1.noarch.rpm" else data)
+                   for info, data in members]
+    elif case == "digest":
+        members = [(info, data[:-1] + bytes([data[-1] ^ 1]) if info.name == lib else data) for info, data in members]
+    elif case == "nevra":
+        members = _with_manifest(members, lambda m: m["packages"][0].update(nevra="agent-9.9-1.noarch"))
+    elif case in ("recipe", "recipe-repo"):
+        recipe = (b"network --bootproto=dhcp\n" if case == "recipe"
+                  else b"repo --name=x --baseurl=file:///srv/repo\n%packages\nagent\n%end\n")
+        members = [(info, recipe if info.name == "recipe.ks" else data) for info, data in members]
+        members = _with_manifest(members, lambda m: m["recipe"].update(sha256=hashlib.sha256(recipe).hexdigest()))
+    elif case == "recipe-digest":
+        members = [(info, b"# changed\n" + data if info.name == "recipe.ks" else data) for info, data in members]
+    elif case == "missing":
+        members = [(info, data) for info, data in members if info.name != lib]
+    elif case == "not-first":
+        members = members[1:2] + members[:1] + members[2:]
+    elif case == "schema":
+        members = _with_manifest(members, lambda m: m["packages"][0].update(role="extra"))
+    _refused(_write(path, members), *words)
+
+
+def test_each_refusal_is_one_line_naming_the_file(good_plugin, tmp_path):
+    members = _members(good_plugin) + [(_info("/abs"), b"x")]
+    message = _refused(_write(str(tmp_path / "t.plugin.tar.gz"), members))
+    first = message.splitlines()[0]
+    assert first.startswith(str(tmp_path / "t.plugin.tar.gz") + ": member '/abs' refused")
+
+
+def test_limits_bound_every_member_and_the_total(good_plugin):
+    _refused(good_plugin, "oversize", "at most 1000 allowed", limits=Limits(max_member_bytes=1000))
+    _refused(good_plugin, "more than 5000 bytes", limits=Limits(max_total_bytes=5000))
+    _refused(good_plugin, "member 'manifest.json' refused: oversize", limits=Limits(max_manifest_bytes=10))
+    _refused(good_plugin, "more than 2 members", limits=Limits(max_members=2))
+
+
+def test_size_counted_not_trusted(good_plugin, tmp_path):
+    """A member whose tar header claims fewer bytes than the manifest is caught by counting."""
+    members = _members(good_plugin)
+    members = [(info, data[:100] if info.name == "rpms/agent-lib-1.0-1.noarch.rpm" else data)
+               for info, data in members]
+    _refused(_write(str(tmp_path / "short.plugin.tar.gz"), members), "digest mismatch")
+
+
+def test_not_a_tarball(tmp_path):
+    path = tmp_path / "junk.plugin.tar.gz"
+    path.write_bytes(b"this is not gzip")
+    _refused(str(path), "not a gzip'd tar plugin")
+    empty = _write(str(tmp_path / "empty.plugin.tar.gz"), [])
+    _refused(empty, "no manifest.json")
+
+
+def test_signed_plugin_verifies_and_tampering_is_caught(tmp_path, rpms, key, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    request = _request(tmp_path, rpms, sign_key=key.fingerprint, gnupg_home=key.home)
+    result = build_plugin(request)
+    archive = open_plugin(result.path, keyring=key.public_key)
+    assert archive.signer == key.fingerprint.lower()
+    assert archive.signature.startswith(b"-----BEGIN PGP SIGNATURE-----")
+    # Second run: the existing signature is still valid, so nothing changes.
+    assert build_plugin(request).changed is False
+    # A manifest changed after signing (the digests updated consistently) fails the signature.
+    members = _with_manifest(_members(result.path), lambda m: m.update(summary="changed"))
+    _refused(_write(str(tmp_path / "t.plugin.tar.gz"), members),
+             "member 'manifest.json.asc' refused: bad signature: it does not match the data", keyring=key.public_key)
+    other = rpmhelpers.make_key("Other Vendor")
+    _refused(result.path, "bad signature: no key of the keyring made it", keyring=other.public_key)
+
+
+def test_unsigned_plugin_with_keyring_is_refused(good_plugin, key):
+    _refused(good_plugin, "member 'manifest.json.asc' refused: missing", keyring=key.public_key)
+    _refused(good_plugin, "no keyring was given", require_signature=True)
+
+
+def test_manifest_semantics(good_plugin):
+    manifest = json.loads(_members(good_plugin)[0][1])
+    assert validate_manifest(manifest).to_dict() == manifest
+    for change, words in [
+        (lambda m: m["node"].update(versions=">=2.5,,"), "node/versions"),
+        (lambda m: m["packages"].append(dict(m["packages"][0])), "listed twice"),
+        (lambda m: m["packages"][0].update(role="dependency"), "no package has the role 'plugin'"),
+        (lambda m: m.update(persist=["/"]), "'/' cannot be persisted"),
+        (lambda m: m.update(persist=["/etc/../x"]), "schema at persist/0"),
+        (lambda m: m.update(format=2), "schema at format"),
+        (lambda m: m.update(extra=1), "Additional properties"),
+    ]:
+        changed = json.loads(json.dumps(manifest))
+        change(changed)
+        with pytest.raises(NodePluginError, match=words):
+            validate_manifest(changed)
+    with pytest.raises(NodePluginError, match="not UTF-8 JSON"):
+        parse_manifest(b"{")
