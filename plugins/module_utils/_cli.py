@@ -143,3 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(args.describe(result))
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,6 +34,7 @@ _NVRA = re.compile(r"^(?P<name>\S+)-(?:(?P<epoch>\d+):)?(?P<version>[^-\s]+)-(?P
 _DEP = re.compile(r"^\s*(?P<name>\S+)(?:\s*(?P<op><=|>=|=|<|>)\s*(?P<evr>\S+))?\s*$")
 _REPOMD_NS = {"repo": "http://linux.duke.edu/metadata/repo"}
 _DOWNLOAD_TIMEOUT = 60
+ASSUMED_FILES = "(files-of-the-image, assumed from a plain package list)"
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,26 @@ class Resolver:
             lines.append("  " + ("; ".join(dict.fromkeys(rules)) or str(problem)))
         return "\n".join(lines)
 
+    def assume_file_requirements(self) -> None:
+        """Treat every file requirement (/bin/sh) of the candidates as met by the image.
+
+        Used when the image is known by a plain package list, which says nothing of the files the
+        packages hold; capabilities such as sonames are not assumed (they need the ISO or a JSON list).
+        """
+        wanted = set()
+        for candidates in self.candidates:
+            for solvable in candidates.repo.solvables:
+                for requirement in solvable.lookup_deparray(solv.SOLVABLE_REQUIRES, 0):
+                    if str(requirement).startswith("/"):
+                        wanted.add(str(requirement))
+        if not wanted:
+            return
+        stand_in = self.installed.add_solvable()
+        stand_in.name, stand_in.evr, stand_in.arch = ASSUMED_FILES, "0-0", "noarch"
+        for path in sorted(wanted):
+            stand_in.add_deparray(solv.SOLVABLE_PROVIDES, self.pool.Dep(path))
+        self.installed.internalize()
+
     def resolve(self, plugin: _Candidates) -> Resolution:
         """Install every package of ``plugin``; return the packages the image lacks."""
         self.pool.addfileprovides()
@@ -276,10 +297,10 @@ class Resolver:
             candidates, path = by_id[solvable.id]
             role = "plugin" if candidates is plugin else "dependency"
             for old in self.installed.solvables:
-                if old.name == solvable.name and role == "dependency":
+                if old.name == solvable.name and role == "dependency" and old.name != ASSUMED_FILES:
                     replaced.append(f"  {solvable.str()} would replace the image's {old.str()}")
             resolution.packages.append(ResolvedPackage(solvable.name, solvable.str(), path, role, candidates.label))
-            for requirement in solvable.lookup_deparray(solv.SOLVABLE_REQUIRES):
+            for requirement in solvable.lookup_deparray(solv.SOLVABLE_REQUIRES, 0):
                 providers = [provider for provider in self.pool.whatprovides(requirement)
                              if provider.repo == self.installed]
                 if providers and not str(requirement).startswith("rpmlib("):
@@ -306,6 +327,8 @@ def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str], image_pack
         plugin = resolver.add_rpm_files("the plugin's RPMs", plugin_rpms)
         for location in repos:
             resolver.add_repository(location)
+        if not any(package.provides for package in image_packages):
+            resolver.assume_file_requirements()
         resolution = resolver.resolve(plugin)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
