@@ -284,10 +284,13 @@ def main() -> None:
                            mutually_exclusive=[("target_iso", "target_packages")])
     params = {name: module.params[name] for name in ARGUMENT_SPEC}
     request = PluginBuildRequest(check_mode=module.check_mode, **params)
+    failure = None
     try:
         result = build_plugin(request)
     except NodePluginError as exc:
-        module.fail_json(msg=exc.render())
+        failure = exc.render()
+    if failure is not None:  # outside the except block: the user gets the message, not a traceback
+        module.fail_json(msg=failure)
     module.exit_json(**result.to_dict())
 
 

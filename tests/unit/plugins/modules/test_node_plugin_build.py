@@ -1,0 +1,91 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""node_plugin_build run through ansible for real: changed, then unchanged; check mode; failures."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.ovirt.node_plugins.plugins.modules import node_plugin_build
+from tests.unit import rpmhelpers
+
+VENV = os.path.join(rpmhelpers.TOP, ".venv")
+
+
+@pytest.fixture(scope="module")
+def rpms():
+    return rpmhelpers.standard_rpms()
+
+
+def _ansible(args: dict, *extra: str) -> dict:
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(VENV, "collections"),
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_NOCOLOR="1")
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    done = subprocess.run([ansible, "localhost", "-m", "ovirt.node_plugins.node_plugin_build", "-a", json.dumps(args),
+                           "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+                          capture_output=True, text=True, env=env, check=False, timeout=300)
+    # The ad-hoc (minimal) callback prints "localhost | CHANGED => {json}" (or SUCCESS, FAILED!).
+    head, _, body = done.stdout.partition(" => ")
+    assert body, f"no result from ansible:\n{done.stdout}\n{done.stderr}"
+    result = json.loads(body)
+    result["status"] = head.rsplit("| ", 1)[-1].strip()
+    result["stderr_of_ansible"] = done.stderr
+    return result
+
+
+@pytest.fixture
+def args(tmp_path, rpms):
+    return {"name": "agent", "version": "1.0", "vendor": "Example", "rpms": [rpms.by_name["agent"]],
+            "repos": [rpmhelpers.dependency_repo(str(tmp_path / "deps"), rpms)],
+            "target_packages": rpmhelpers.image_packages_file(str(tmp_path)), "node_versions": ">=2.5.0, <2.6",
+            "persist": ["/etc/agent/agent.conf"], "output": str(tmp_path / "dist") + "/"}
+
+
+def test_changed_then_unchanged(args, tmp_path):
+    (tmp_path / "dist").mkdir()
+    first = _ansible(args)
+    assert first["changed"] is True and first["status"] == "CHANGED", first
+    path = str(tmp_path / "dist" / "agent-1.0.plugin.tar.gz")
+    assert first["path"] == path and os.path.getsize(path) == first["size"]
+    assert [(p["name"], p["nevra"], p["role"]) for p in first["packages"]] == [
+        ("agent", "agent-1.0-1.noarch", "plugin"), ("agent-lib", "agent-lib-1.0-1.noarch", "dependency")]
+    assert first["manifest"]["persist"] == ["/etc/agent/agent.conf"]
+    mtime = os.stat(path).st_mtime_ns
+    second = _ansible(args)
+    assert second["changed"] is False and second["status"] == "SUCCESS" and second["sha256"] == first["sha256"]
+    assert os.stat(path).st_mtime_ns == mtime  # not rewritten
+
+
+def test_check_mode_writes_nothing(args, tmp_path):
+    (tmp_path / "dist").mkdir()
+    planned = _ansible(args, "--check")
+    assert planned["changed"] is True and planned["sha256"]
+    assert os.listdir(tmp_path / "dist") == []
+
+
+def test_failure_is_a_message(args, rpms, tmp_path):
+    (tmp_path / "dist").mkdir()
+    failed = _ansible({**args, "rpms": [rpms.by_name["bad-paths"]]})
+    assert failed["status"] == "FAILED!"
+    assert "exception" not in failed["stderr_of_ansible"].lower()  # a message, not a traceback
+    assert "would be installed outside the paths a plugin may use" in failed["msg"]
+    assert "/var/lib/bad/state" in failed["msg"] and "Traceback" not in failed["msg"]
+    both = _ansible({**args, "target_iso": "/nonexistent.iso"})
+    assert both["status"] == "FAILED!" and "mutually exclusive" in both["msg"]
+
+
+def test_documentation_matches_the_argument_spec():
+    import yaml  # pylint: disable=import-outside-toplevel
+    options = yaml.safe_load(node_plugin_build.DOCUMENTATION)["options"]
+    assert set(options) == set(node_plugin_build.ARGUMENT_SPEC)
+    for name, spec in node_plugin_build.ARGUMENT_SPEC.items():
+        assert options[name]["type"] == spec["type"], name
+        assert options[name].get("required", False) == spec.get("required", False), name
+        assert options[name].get("default") == spec.get("default"), name
+        assert options[name].get("elements") == spec.get("elements"), name
+        assert options[name].get("choices") == spec.get("choices"), name
