@@ -243,6 +243,14 @@ class IsoReader:
     def size(self, path: str) -> int:
         return self._record(path).get_data_length()
 
+    def extent(self, path: str) -> tuple[int, int]:
+        """(byte offset in the ISO file, size) of a file stored in one extent, for tools that take an offset."""
+        record = self._record(path)
+        if record.data_continuation is not None:
+            raise NodePluginError(f"{path} is stored in several extents (over 4 GiB)", path=self.path,
+                                  hint="this reader needs the file in one extent")
+        return record.extent_location() * self._iso.pvd.logical_block_size(), record.get_data_length()
+
     def _record(self, path: str):
         try:
             return self._iso.get_record(**self._kw(path))

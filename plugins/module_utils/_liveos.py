@@ -134,9 +134,20 @@ _LLS_LINE = re.compile(r"^(?P<mode>[-dlcbps][-rwxsStT]{9})\s+\S+\s+(?P<size>\d+|
                        r"squashfs-root(?P<path>/.*)$")
 
 
-def list_squashfs(squashfs: str) -> dict[str, int]:
-    """Path -> size of every regular file in a squashfs image (``unsquashfs -lls``)."""
-    result = run(["unsquashfs", "-lls", "-no-progress", squashfs], check=False)
+def squashfs_extent(iso: str) -> tuple[int, int]:
+    """(offset, size) of LiveOS/squashfs.img inside the ISO file: unsquashfs reads it in place."""
+    with IsoReader(iso) as reader:
+        _require_squashfs(reader)
+        return reader.extent(SQUASHFS_PATH)
+
+
+def _offset_args(offset: int) -> list[str]:
+    return ["-o", str(offset)] if offset else []
+
+
+def list_squashfs(squashfs: str, *, offset: int = 0) -> dict[str, int]:
+    """Path -> size of every regular file in a squashfs image (``unsquashfs -lls``), at ``offset`` in the file."""
+    result = run(["unsquashfs", "-lls", "-no-progress", *_offset_args(offset), squashfs], check=False)
     if result.returncode != 0:
         raise NodePluginError("unsquashfs cannot read the squashfs image", path=squashfs,
                               hint="the image is damaged or uses a compressor this unsquashfs lacks",
@@ -158,34 +169,35 @@ def find_root_image(files: dict[str, int], *, source: str) -> tuple[str, int]:
                           path=source, hint=f"its files are: {', '.join(sorted(files)[:10]) or 'none'}")
 
 
-def inspect_live_os(iso: str, workdir: str) -> LiveOsFacts:
-    """Facts of the LiveOS folder; the squashfs is streamed to ``workdir/squashfs.img`` (kept for reuse)."""
+def inspect_live_os(iso: str) -> LiveOsFacts:
+    """Facts of the LiveOS folder: superblock, root image name and size (read in place), osmin.img."""
     superblock = squashfs_superblock(iso)
     with IsoReader(iso) as reader:
-        size = reader.size(SQUASHFS_PATH)
+        offset, size = reader.extent(SQUASHFS_PATH)
         osmin = reader.exists(OSMIN_PATH)
-    local = os.path.join(workdir, "squashfs.img")
-    if not (os.path.isfile(local) and os.path.getsize(local) == size):
-        stream_squashfs(iso, local)
-    name, root_size = find_root_image(list_squashfs(local), source=f"{iso}:{SQUASHFS_PATH}")
+    name, root_size = find_root_image(list_squashfs(iso, offset=offset), source=f"{iso}:{SQUASHFS_PATH}")
     return LiveOsFacts(squashfs_path=SQUASHFS_PATH, squashfs_size=size, superblock=superblock,
                        root_image_name=name, root_image_size=root_size, osmin=osmin)
 
 
 def extract_root_image(iso: str, dest_dir: str, *, squashfs: str | None = None) -> str:
-    """Unpack LiveOS/<root image> out of the ISO's squashfs into ``dest_dir``; returns its path.
+    """Unpack LiveOS/<root image> from the ISO's squashfs into ``dest_dir``; returns its path.
 
-    ``squashfs`` is a local copy of the squashfs already streamed out (inspect_live_os keeps one).
-    The image is unpacked next to its final place and renamed, so a failure leaves nothing behind.
+    unsquashfs reads the squashfs in place inside the ISO (no copy); ``squashfs`` names a local
+    squashfs file to read instead. The image is unpacked next to its final place and renamed, so a
+    failure leaves nothing behind.
     """
+    if squashfs is None:
+        source, offset = iso, squashfs_extent(iso)[0]
+    else:
+        source, offset = squashfs, 0
+    name, _size = find_root_image(list_squashfs(source, offset=offset), source=f"{iso}:{SQUASHFS_PATH}")
     os.makedirs(dest_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".root-image-", dir=dest_dir)
     try:
-        if squashfs is None:
-            squashfs = stream_squashfs(iso, os.path.join(staging, "squashfs.img"))
-        name, _size = find_root_image(list_squashfs(squashfs), source=f"{iso}:{SQUASHFS_PATH}")
         unpacked = os.path.join(staging, "root")
-        result = run(["unsquashfs", "-no-progress", "-d", unpacked, squashfs, f"/LiveOS/{name}"], check=False)
+        result = run(["unsquashfs", "-no-progress", *_offset_args(offset), "-d", unpacked, source, f"/LiveOS/{name}"],
+                     check=False)
         image = os.path.join(unpacked, "LiveOS", name)
         if result.returncode != 0 or not os.path.isfile(image):
             raise NodePluginError(f"cannot unpack LiveOS/{name} from the squashfs", path=iso,

@@ -47,19 +47,18 @@ def test_parse_superblock_refuses_garbage():
 @pytest.mark.parametrize("root_name,osmin", [("ext3fs.img", False), ("rootfs.img", True)])
 def test_inspect_and_extract_root_image(tmp_path, root_name, osmin):
     tiny = isohelpers.cached_iso(root_name=root_name, osmin=osmin)
-    work = tmp_path / "work"
-    work.mkdir()
-    facts = liveos.inspect_live_os(tiny.iso, str(work))
+    facts = liveos.inspect_live_os(tiny.iso)
     assert facts.root_image_name == root_name and facts.osmin is osmin
     assert facts.root_image_size == os.path.getsize(tiny.root_image)
     assert facts.superblock.compressor == "gzip"
     dest = tmp_path / "dest"
-    image = liveos.extract_root_image(tiny.iso, str(dest), squashfs=str(work / "squashfs.img"))
+    image = liveos.extract_root_image(tiny.iso, str(dest))
     assert image == str(dest / root_name) and os.listdir(dest) == [root_name]
     with open(image, "rb") as got, open(tiny.root_image, "rb") as want:
         assert got.read() == want.read()
-    # Without a local squashfs copy it streams one itself and leaves no debris.
-    again = liveos.extract_root_image(tiny.iso, str(tmp_path / "again"))
+    # From a local copy of the squashfs (streamed out of the ISO) too; no debris either way.
+    local = liveos.stream_squashfs(tiny.iso, str(tmp_path / "squashfs.img"))
+    again = liveos.extract_root_image(tiny.iso, str(tmp_path / "again"), squashfs=local)
     assert os.listdir(tmp_path / "again") == [root_name] and os.path.getsize(again) == facts.root_image_size
 
 
@@ -103,4 +102,4 @@ def test_unreadable_squashfs(tmp_path):
     broken = str(tmp_path / "broken.iso")
     iso_mod.rewrite_iso(tiny.iso, broken, replace_files={"/LiveOS/squashfs.img": str(bad)})
     with pytest.raises(NodePluginError, match="unsquashfs cannot read the squashfs image"):
-        liveos.inspect_live_os(broken, str(tmp_path))
+        liveos.inspect_live_os(broken)
