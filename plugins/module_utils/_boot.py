@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -194,13 +196,17 @@ def _success(text: str, marker_regex: re.Pattern[str] | None) -> tuple[dict[str,
     return None, ""
 
 
-def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: str | None = None) -> BootResult:
-    """Run QEMU until success is seen on the console, the guest stops, or timeout seconds pass."""
+def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: str | None = None,
+             poweroff_grace: float = _POWEROFF_GRACE) -> BootResult:
+    """Run QEMU until success is seen on the console, the guest stops, or timeout seconds pass.
+
+    QEMU runs in its own process group, so a wrapper script and its children are stopped together.
+    """
     pattern = re.compile(marker_regex, re.MULTILINE) if marker_regex else None
     started = time.monotonic()
     try:
         process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         raise NodePluginError(f"could not start QEMU: {exc}", details=shlex.join(argv)) from exc
     reader = _ConsoleReader(process.stdout)
@@ -228,12 +234,13 @@ def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: st
             time.sleep(_POLL)
         if ok:
             try:  # the fixture powers off right after its marker; give any guest a moment to do so
-                process.wait(_POWEROFF_GRACE)
+                process.wait(poweroff_grace)
             except subprocess.TimeoutExpired:
                 pass
     finally:
         if process.poll() is None:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         reader.join(5)
         process.stdout.close()
