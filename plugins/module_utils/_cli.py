@@ -123,6 +123,9 @@ def make_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)
+    for subparser in subparsers.choices.values():  # -v works before and after the command
+        subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                               help="log each stage and command")
     return parser
 
 

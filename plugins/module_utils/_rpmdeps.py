@@ -312,6 +312,7 @@ class Resolver:
                                        " to the image's version or drop that repository",
                                   details="\n".join(replaced))
         resolution.packages.sort(key=lambda package: (package.role != "plugin", package.name, package.nevra))
+        resolution.satisfied_by_image = list(dict.fromkeys(resolution.satisfied_by_image))
         return resolution
 
 
