@@ -37,7 +37,8 @@ MANIFEST_KINDS = ("rpm", "srpm", "license", "file", "dir", "owns", "deps")
 COMPRESSED_KINDS = frozenset(("file", "dir", "owns", "deps"))
 _SIGNATURE = ("%|RSAHEADER?{%{RSAHEADER:pgpsig}}:{%|DSAHEADER?{%{DSAHEADER:pgpsig}}:"
               "{%|SIGPGP?{%{SIGPGP:pgpsig}}:{none}|}|}|")
-# rpm query formats run with the image's own rpm; one line per entry.
+# One rpm query for every manifest kind, run with the image's own rpm: each line is tagged with
+# its kind, because under software emulation each rpm start costs about a second.
 QUERY_FORMATS = {
     "rpm": "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH} (" + _SIGNATURE + ")\\n",
     "srpm": "%{SOURCERPM}\\n",
@@ -47,6 +48,34 @@ QUERY_FORMATS = {
     "owns": "[%{FILENAMES} %{NAME}\\n]",
     "deps": "[%{NAME}: %{REQUIRENAME}\\n]",
 }
+
+
+def combined_query() -> str:
+    """An rpm --queryformat that prints every manifest kind at once, each line as '<kind>\\t<line>'."""
+    parts = []
+    for kind, query in QUERY_FORMATS.items():
+        if query.startswith("["):
+            parts.append("[" + kind + "\\t" + query[1:])
+        else:
+            parts.append(kind + "\\t" + query)
+    return "".join(parts)
+
+
+def split_combined(output: str) -> dict[str, list[str]]:
+    """The manifests, by kind, from the output of combined_query() (normalized)."""
+    raw: dict[str, list[str]] = {kind: [] for kind in MANIFEST_KINDS}
+    for line in output.splitlines():
+        kind, sep, rest = line.partition("\t")
+        if sep and kind in raw:
+            raw[kind].append(rest)
+    return {kind: normalize_manifest(kind, lines) for kind, lines in raw.items()}
+
+
+def nevras_of(rpm_manifest: list[str]) -> list[str]:
+    """NEVRAs from manifest-rpm.txt lines ('name-version-release.arch (signature)')."""
+    return sorted(line.split(" (", 1)[0] for line in rpm_manifest)
+
+
 _UPDATE_DIR = re.compile(r"^update(\d+)$")
 
 

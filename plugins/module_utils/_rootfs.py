@@ -43,6 +43,7 @@ LIVE_ROOT = "/mnt/live"
 _WORK = "/var/tmp/.ovirt-node-plugins"
 _BUSYBOX = "/bin/busybox"
 _SCRATCH_LABEL = "nodeplugins"
+_STATUS_MARK = "@@ovirt-node-plugins-exit-status="
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,11 +281,13 @@ class RootImageSession:
         g = self.g
         work = _WORK if view == "chroot" else "/tmp"
         self._guest(g.mkdir_p, work)
-        log, status = f"{work}/command.log", f"{work}/command.status"
+        # One file carries the output and, on its last line, the exit status: every appliance
+        # call costs a round trip, and a command start costs about a second under TCG.
+        log = f"{work}/command.log"
         exports = "".join(f"export {name}={shlex.quote(value)}; " for name, value in (env or {}).items())
         redirect = f" < {shlex.quote(stdin_file)}" if stdin_file else " < /dev/null"
         script = (f"{exports}cd /; ( {shlex.join(argv)} ){redirect} > {log} 2>&1; "
-                  f"echo $? > {status}")
+                  f"echo \"{_STATUS_MARK}$?\" >> {log}")
         started = time.monotonic()
         try:
             g.sh(script)
@@ -292,10 +295,10 @@ class RootImageSession:
             raise NodePluginError(f"could not run {argv[0]!r} inside the image", path=self.root_image,
                                   details=str(exc), hint="the image needs a working /bin/sh") from exc
         seconds = time.monotonic() - started
-        output = self._guest(g.read_file, log).decode("utf-8", "replace")
-        exit_status = int(self._guest(g.read_file, status).strip() or b"255")
+        content = self._guest(g.read_file, log).decode("utf-8", "replace")
         self._guest(g.rm_f, log)
-        self._guest(g.rm_f, status)
+        output, _sep, status = content.rpartition(_STATUS_MARK)
+        exit_status = int(status.strip()) if status.strip().isdigit() else 255
         LOG.debug("in image (%s view): %s -> %d (%.2f s)", view, shlex.join(argv), exit_status, seconds)
         return CommandResult(tuple(argv), exit_status, output, seconds)
 
@@ -315,14 +318,13 @@ class RootImageSession:
     def rpm_binary(self) -> str:
         """The image's real rpm: minimal images may also carry busybox's 'rpm' applet on the PATH."""
         if self._rpm is None:
-            for candidate in ("/usr/bin/rpm", "/bin/rpm", "rpm"):
-                probe = self.run([candidate, "--version"])
-                if probe.ok and "RPM version" in probe.output:
-                    self._rpm = candidate
-                    break
-            else:
+            probe = self.run(["sh", "-c", 'for c in /usr/bin/rpm /bin/rpm; do '
+                              '"$c" --version 2>/dev/null | grep -q "RPM version" && { echo "$c"; exit 0; }; '
+                              'done; exit 1'])
+            if not probe.ok:
                 raise NodePluginError("the image has no working rpm", path=self.root_image,
                                       hint="plugins are installed with the image's own rpm; this image cannot take them")
+            self._rpm = probe.output.strip().splitlines()[-1]
         return self._rpm
 
     def installed_packages(self) -> list[str]:

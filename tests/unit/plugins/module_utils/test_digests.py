@@ -1,0 +1,28 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ansible_collections.ovirt.node_plugins.plugins.module_utils import _digests
+
+
+def test_digest_is_cached_and_follows_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    target = tmp_path / "a.iso"
+    target.write_bytes(b"first")
+    assert _digests.cached_sha256(str(target)) == hashlib.sha256(b"first").hexdigest()
+    assert (tmp_path / "cache" / "ovirt-node-plugins" / "digests.json").is_file()
+    target.write_bytes(b"second!")
+    os.utime(target, ns=(1, 1))
+    assert _digests.cached_sha256(str(target)) == hashlib.sha256(b"second!").hexdigest()
+
+
+def test_unwritable_cache_still_gives_the_digest(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    target = tmp_path / "b"
+    target.write_bytes(b"data")
+    assert _digests.cached_sha256(str(target)) == hashlib.sha256(b"data").hexdigest()
