@@ -124,13 +124,12 @@ def parse_marker(console_text: str) -> dict[str, Any] | None:
     system_release, cmdline, root_device and root_fstype (the mount of / from /proc/mounts),
     plugins (list of {"name", "version"}, sorted by name), extras (lines of /etc/node-marker.d files).
     """
-    fields = None
-    for line in console_text.replace("\r", "\n").split("\n"):
-        if MARKER_PREFIX in line:
-            fields = _marker_fields(line) or fields
-    if fields is None:
+    complete = [found for line in console_text.replace("\r", "\n").split("\n") if MARKER_PREFIX in line
+                for found in [_marker_fields(line)] if found is not None]
+    if not complete:
         return None
-    single = {key: value for key, value in fields}
+    fields = complete[-1]
+    single = dict(fields)
     info = _version_info(single.get("version_file", ""))
     root_device = root_fstype = ""
     for mount in single.get("mounts", "").splitlines():

@@ -7,7 +7,6 @@ in one module fixture; the tests then read the results.
 """
 from __future__ import annotations
 
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
