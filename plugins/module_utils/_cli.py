@@ -138,15 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except NodePluginError as exc:
-        print(f"ovirt-plugin-build {args.command}: error: {exc.render()}", file=sys.stderr)
+        sys.stderr.write(f"ovirt-plugin-build {args.command}: error: {exc.render()}\n")
         return EXIT_ERROR
     result["check_mode"] = bool(getattr(args, "check", False))
     if getattr(args, "json", False):
-        print(json.dumps(result, indent=2, sort_keys=True))
+        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
     else:
-        print(args.describe(result))
+        sys.stdout.write(args.describe(result) + "\n")
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

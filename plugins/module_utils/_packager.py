@@ -220,12 +220,13 @@ def build_plugin(request: PluginBuildRequest) -> PluginBuildResult:
                 if package.path not in headers:
                     headers[package.path] = read_header(package.path)
         shipped = [(package, headers[package.path]) for package in resolution.packages]
+        shipped_headers = [header for _package, header in shipped]
         with timer.stage("check packages"):
-            check_paths([header for _, header in shipped], allowed_paths(request.kind, request.allow_paths))
+            check_paths(shipped_headers, allowed_paths(request.kind, request.allow_paths))
             if request.keyring:
-                check_signatures([header for _, header in shipped], request.keyring)
+                check_signatures(shipped_headers, request.keyring)
         recipe_text = _recipe_text(request, [header.name for header in plugin_headers],
-                                   {header.name for _, header in shipped}, {package.name for package in image})
+                                   {header.name for header in shipped_headers}, {package.name for package in image})
         with timer.stage("digest packages"):
             entries, members = [], []
             for package, header in shipped:

@@ -161,7 +161,8 @@ def validate_manifest(data: object, where: str = MANIFEST) -> PluginManifest:
         raise NodePluginError(f"manifest does not match the plugin format {FORMAT} schema at {location}: "
                               f"{first.message}", path=where,
                               hint="see docs/plugin-format.md; rebuild the plugin with ovirt-plugin-build")
-    assert isinstance(data, dict)
+    if not isinstance(data, dict):  # the schema says object; this keeps type checkers informed
+        raise NodePluginError("manifest is not a JSON object", path=where)
     try:
         parse_range(data["node"]["versions"])
     except NodePluginError as exc:
@@ -427,13 +428,14 @@ def _scan(path: str, limits: Limits, extractor: _Extractor | None) -> _ScanState
         archive = tarfile.open(path, mode="r|gz")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise NodePluginError(f"not a gzip'd tar plugin ({exc})", path=path) from exc
-    with tempfile.TemporaryDirectory(prefix="ovirt-plugin-read-") as scratch, archive:
-        try:
-            for count, info in enumerate(archive, start=1):
-                _scan_member(path, archive, info, count, limits, state, expected, extractor, scratch)
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
-            raise NodePluginError(f"the tarball is damaged ({exc})", path=path,
-                                  hint="get the plugin again from the vendor") from exc
+    with archive:
+        with tempfile.TemporaryDirectory(prefix="ovirt-plugin-read-") as scratch:
+            try:
+                for count, info in enumerate(archive, start=1):
+                    _scan_member(path, archive, info, count, limits, state, expected, extractor, scratch)
+            except (tarfile.TarError, EOFError, zlib.error) as exc:
+                raise NodePluginError(f"the tarball is damaged ({exc})", path=path,
+                                      hint="get the plugin again from the vendor") from exc
     if state.manifest is None:
         raise NodePluginError("no manifest.json: not a plugin", path=path)
     missing = sorted((set(expected) | {state.manifest.recipe.file}) - state.seen)
@@ -494,7 +496,7 @@ def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, cou
                 handle.write(prefix)
         _check_rpm_header(path, name, package, rpm_file)
         return
-    _, size, content = _read_member(path, archive, info, bound, None, bound)
+    _digest, size, content = _read_member(path, archive, info, bound, None, bound)
     if size != info.size:
         raise _refuse(path, name, f"holds {size} bytes, its tar header says {info.size}")
     if name == MANIFEST:
@@ -588,4 +590,3 @@ def open_plugin(path: str, *, keyring: str | None = None, require_signature: boo
     return PluginArchive(path=path, sha256=file_sha256(path), size=info.st_size, manifest=state.manifest,
                          manifest_bytes=state.manifest_bytes, recipe=recipe, recipe_text=state.recipe_text,
                          signature=state.signature, signer=signer, limits=limits)
-

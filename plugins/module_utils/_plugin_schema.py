@@ -9,6 +9,7 @@ docs/plugin-manifest.schema.json is generated from this dict (a unit test keeps 
 from __future__ import annotations
 
 import json
+import sys
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 _VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+~^]*$"
@@ -89,4 +90,4 @@ def schema_json() -> str:
 
 
 if __name__ == "__main__":
-    print(schema_json(), end="")
+    sys.stdout.write(schema_json())

@@ -106,7 +106,7 @@ def _check_script_header(checks: _SubsetChecks, lineno: int, args: list[str], al
     section = args[0]
     index = 1
     while index < len(args):
-        name, _, value = args[index].partition("=")
+        name, _equals, value = args[index].partition("=")
         if name not in allowed:
             raise _refuse(checks.source, lineno, f"'{section} {args[index]}' is not supported",
                           hint=f"{section} accepts only {', '.join(sorted(allowed)) or 'no options'}")

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -241,7 +241,7 @@ class Resolver:
         handle.close()
         candidates.repo.internalize()
         for solvable in candidates.repo.solvables:
-            location, _ = solvable.lookup_location()
+            location, _media = solvable.lookup_location()
             candidates.files[solvable.id] = (base.rstrip("/") + "/" + location) if remote \
                 else os.path.join(base, location)
         self.candidates.append(candidates)

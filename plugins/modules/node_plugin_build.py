@@ -272,7 +272,7 @@ ARGUMENT_SPEC = {
     "allow_paths": {"type": "list", "elements": "str", "default": []},
     "kind": {"type": "str", "choices": ["standard", "kmod"], "default": "standard"},
     "keyring": {"type": "path"},
-    "sign_key": {"type": "str"},
+    "sign_key": {"type": "str", "no_log": False},
     "gnupg_home": {"type": "path"},
     "output": {"type": "path", "required": True},
 }

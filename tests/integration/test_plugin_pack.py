@@ -15,7 +15,6 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._cli import mai
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import open_plugin
 from tests.fixtures.nodeiso import FixtureSpec, build_fixture_iso
 from tests.fixtures.rpms import build_example_rpms
-from tests.unit.rpmhelpers import TOP
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +91,13 @@ def test_bad_paths_plugin_is_refused_listing_each_file(node, examples, deps, tmp
 
 
 def test_command_line_wrapper_runs_as_a_process(node, examples, deps, tmp_path):
-    env = dict(os.environ, PYTHONPATH=TOP)
-    helped = subprocess.run([sys.executable, "-m", "ansible_collections.ovirt.node_plugins.plugins.module_utils._cli",
-                             "pack", "--help"], capture_output=True, text=True, env=env, check=False)
+    command = os.path.join(os.path.dirname(sys.executable), "ovirt-plugin-build")  # installed by make setup
+    helped = subprocess.run([command, "pack", "--help"], capture_output=True, text=True, check=False)
     assert helped.returncode == 0 and "examples:" in helped.stdout and "--target-iso" in helped.stdout
-    done = subprocess.run([sys.executable, "-m", "ansible_collections.ovirt.node_plugins.plugins.module_utils._cli",
-                           *_pack(examples, deps, str(tmp_path), "--target-iso", node.iso)],
-                          capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run([command, *_pack(examples, deps, str(tmp_path), "--target-iso", node.iso)],
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "wrote: " in done.stdout and "dependency vendor-agent-lib-1.0-1.noarch" in done.stdout
-    again = subprocess.run([sys.executable, "-m", "ansible_collections.ovirt.node_plugins.plugins.module_utils._cli",
-                            *_pack(examples, deps, str(tmp_path), "--target-iso", node.iso)],
-                           capture_output=True, text=True, env=env, check=False)
+    again = subprocess.run([command, *_pack(examples, deps, str(tmp_path), "--target-iso", node.iso)],
+                           capture_output=True, text=True, check=False)
     assert again.returncode == 0 and again.stdout.startswith("unchanged: ")

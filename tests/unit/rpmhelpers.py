@@ -55,7 +55,7 @@ class RpmSpec:
         for path, content in self.files:
             lines.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
             lines.append(f"printf '%s\\n' {json.dumps(content)} > %{{buildroot}}{path}")
-        lines += ["", "%files"] + [path for path, _ in self.files] + [""]
+        lines += ["", "%files"] + [path for path, _content in self.files] + [""]
         return "\n".join(lines)
 
 

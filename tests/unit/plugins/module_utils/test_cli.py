@@ -93,12 +93,13 @@ def test_text_output_lists_roles(rpms, inputs, capsys):
 
 
 def test_as_a_process(rpms, inputs):
-    module = "ansible_collections.ovirt.node_plugins.plugins.module_utils._cli"
-    done = subprocess.run([sys.executable, "-m", module, *_argv(rpms, inputs, "--json")], capture_output=True,
+    # The command that make setup installs next to the venv's python.
+    command = os.path.join(os.path.dirname(sys.executable), "ovirt-plugin-build")
+    done = subprocess.run([command, *_argv(rpms, inputs, "--json")], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["changed"] is True
-    failed = subprocess.run([sys.executable, "-m", module, *_argv(rpms, inputs, "--node-versions", ">=2.5,,")],
+    failed = subprocess.run([command, *_argv(rpms, inputs, "--node-versions", ">=2.5,,")],
                             capture_output=True, text=True, check=False)
     assert failed.returncode == 2
     assert "clause 2 is empty" in failed.stderr and "Traceback" not in failed.stderr

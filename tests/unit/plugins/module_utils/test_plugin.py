@@ -112,9 +112,9 @@ def test_good_plugin_reads_back(good_plugin):
 
 def test_members_are_normalized_and_sorted(good_plugin):
     members = _members(good_plugin)
-    assert [info.name for info, _ in members] == [
+    assert [info.name for info, _data in members] == [
         "manifest.json", "recipe.ks", "rpms", "rpms/agent-1.0-1.noarch.rpm", "rpms/agent-lib-1.0-1.noarch.rpm"]
-    for info, _ in members:
+    for info, _data in members:
         assert (info.uid, info.gid, info.uname, info.gname, info.mtime) == (0, 0, "root", "root", 1700000000)
         assert info.mode == (0o755 if info.isdir() else 0o644)
     with open(good_plugin, "rb") as handle:

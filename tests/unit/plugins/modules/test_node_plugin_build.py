@@ -30,7 +30,7 @@ def _ansible(args: dict, *extra: str) -> dict:
                            "-e", f"ansible_python_interpreter={sys.executable}", *extra],
                           capture_output=True, text=True, env=env, check=False, timeout=300)
     # The ad-hoc (minimal) callback prints "localhost | CHANGED => {json}" (or SUCCESS, FAILED!).
-    head, _, body = done.stdout.partition(" => ")
+    head, _arrow, body = done.stdout.partition(" => ")
     assert body, f"no result from ansible:\n{done.stdout}\n{done.stderr}"
     result = json.loads(body)
     result["status"] = head.rsplit("| ", 1)[-1].strip()
