@@ -17,10 +17,11 @@ import re
 import shutil
 import tempfile
 import urllib.parse
-import urllib.request
 from xml.etree import ElementTree
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError, SSLValidationError, open_url
 
 from ._errors import NodePluginError
 
@@ -155,9 +156,9 @@ class _Candidates:
 
 def _download(url: str, dest: str) -> str:
     try:
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response, open(dest, "wb") as handle:
+        with open_url(url, timeout=_DOWNLOAD_TIMEOUT) as response, open(dest, "wb") as handle:
             shutil.copyfileobj(response, handle)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UrlConnectionError, SSLValidationError) as exc:
         raise NodePluginError(f"cannot download {url}: {exc}",
                               hint="check the repository URL and the network") from exc
     return dest

@@ -89,6 +89,8 @@ def test_closure_from_http_repository_downloads_the_package(rpms, tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         resolution = resolve_closure([rpms.by_name["agent"]], [url], IMAGE, download_dir=str(downloads))
+        with pytest.raises(NodePluginError, match=f"cannot download {url}missing/repodata/repomd.xml"):
+            resolve_closure([rpms.by_name["agent"]], [url + "missing/"], IMAGE, download_dir=str(downloads))
     finally:
         server.shutdown()
         server.server_close()
