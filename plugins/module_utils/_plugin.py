@@ -343,6 +343,7 @@ class _ScanState:
     seen: set = field(default_factory=set)
     total: int = 0
     written: list = field(default_factory=list)
+    mtimes: set = field(default_factory=set)
 
 
 class _Extractor:
@@ -453,6 +454,7 @@ def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, cou
     if name in state.seen:
         raise _refuse(path, name, "appears twice")
     state.seen.add(name)
+    state.mtimes.add(int(info.mtime))
     if count > limits.max_members:
         raise _refuse(path, name, f"more than {limits.max_members} members")
     if count == 1 and name != MANIFEST:
@@ -539,6 +541,7 @@ class PluginArchive:
     signature: bytes | None
     signer: str | None
     limits: Limits = field(default_factory=Limits)
+    members_mtime: int | None = None
 
     def extract(self, dest_dir: str) -> list[str]:
         """Write manifest, signature, recipe and RPMs under dest_dir (verified again while writing).
@@ -589,4 +592,5 @@ def open_plugin(path: str, *, keyring: str | None = None, require_signature: boo
                 raise _refuse(path, SIGNATURE, exc.message, hint=exc.hint) from exc
     return PluginArchive(path=path, sha256=file_sha256(path), size=info.st_size, manifest=state.manifest,
                          manifest_bytes=state.manifest_bytes, recipe=recipe, recipe_text=state.recipe_text,
-                         signature=state.signature, signer=signer, limits=limits)
+                         signature=state.signature, signer=signer, limits=limits,
+                         members_mtime=next(iter(state.mtimes)) if len(state.mtimes) == 1 else None)

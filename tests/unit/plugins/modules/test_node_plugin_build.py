@@ -28,7 +28,7 @@ def _ansible(args: dict, *extra: str) -> dict:
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
     done = subprocess.run([ansible, "localhost", "-m", "ovirt.node_plugins.node_plugin_build", "-a", json.dumps(args),
                            "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-                          capture_output=True, text=True, env=env, check=False, timeout=300)
+                          capture_output=True, text=True, env=env, check=False, timeout=300, stdin=subprocess.DEVNULL)
     # The ad-hoc (minimal) callback prints "localhost | CHANGED => {json}" (or SUCCESS, FAILED!).
     head, _arrow, body = done.stdout.partition(" => ")
     assert body, f"no result from ansible:\n{done.stdout}\n{done.stderr}"
