@@ -1,0 +1,75 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""node_pxe_tree run through ansible on the fixture ISO: changed, then unchanged; check mode; failures."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.unit import rpmhelpers
+
+VENV = os.path.join(rpmhelpers.TOP, ".venv")
+
+
+def _ansible(args: dict, *extra: str) -> dict:
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(VENV, "collections"),
+               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_NOCOLOR="1")
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    done = subprocess.run([ansible, "localhost", "-m", "ovirt.node_plugins.node_pxe_tree", "-a", json.dumps(args),
+                           "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+                          capture_output=True, text=True, env=env, check=False, timeout=300)
+    head, _arrow, body = done.stdout.partition(" => ")
+    assert body, f"no result from ansible:\n{done.stdout}\n{done.stderr}"
+    result = json.loads(body)
+    result["status"] = head.rsplit("| ", 1)[-1].strip()
+    return result
+
+
+def test_changed_then_unchanged_and_check_mode(node_iso, tmp_path):
+    dest = str(tmp_path / "tree")
+    args = {"src": node_iso.iso, "dest": dest, "iso_name": "node.iso", "ipappend": True}
+    planned = _ansible(args, "--check")
+    assert planned["changed"] is True and planned["reason"] == "would build" and not os.path.exists(dest)
+    first = _ansible(args)
+    assert first["status"] == "CHANGED", first
+    assert first["release_id"] == f"2.5.0-1.0.fc17-{first['iso_sha256'][:12]}"
+    assert first["release_id"] == planned["release_id"]
+    assert {"vmlinuz0", "initrd0.img", "pxelinux.0", "ldlinux.c32", "pxelinux.cfg/default", "grub.cfg",
+            "BOOTX64.EFI", "menus/pxelinux.cfg", "menus/grub.cfg", ".node-pxe-tree.json"} <= set(first["files"])
+    menu = (tmp_path / "tree" / "pxelinux.cfg" / "default").read_text(encoding="utf-8")
+    assert "APPEND initrd=initrd0.img rootflags=loop root=live:/node.iso " in menu and "IPAPPEND 2" in menu
+    assert "pxelinux.cfg/default: pxelinux structure checked" in first["menu_checks"]
+    assert "grub.cfg: grub-script-check passed" in first["menu_checks"]
+    # The real tool agrees with the SHA256SUMS the module wrote.
+    subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=dest, check=True)
+    mtime = os.stat(os.path.join(dest, "initrd0.img")).st_mtime_ns
+    second = _ansible(args)
+    assert second["status"] == "SUCCESS" and second["changed"] is False, second
+    assert second["tree_sha256"] == first["tree_sha256"]
+    assert os.stat(os.path.join(dest, "initrd0.img")).st_mtime_ns == mtime
+    # A new option makes a new tree.
+    third = _ansible({**args, "ipappend": False})
+    assert third["changed"] is True and third["tree_sha256"] != first["tree_sha256"]
+    assert "IPAPPEND" not in (tmp_path / "tree" / "pxelinux.cfg" / "default").read_text(encoding="utf-8")
+
+
+def test_a_damaged_tree_is_rebuilt(node_iso, tmp_path):
+    dest = tmp_path / "tree"
+    args = {"src": node_iso.iso, "dest": str(dest), "efi_bootloader": False}
+    assert _ansible(args)["changed"] is True
+    assert not (dest / "BOOTX64.EFI").exists()
+    (dest / "vmlinuz0").write_bytes(b"truncated")
+    again = _ansible(args)
+    assert again["changed"] is True
+    subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=dest, check=True)
+
+
+def test_failures_are_messages(tmp_path):
+    not_iso = tmp_path / "x.iso"
+    not_iso.write_bytes(b"\0" * 40000)
+    result = _ansible({"src": str(not_iso), "dest": str(tmp_path / "t")})
+    assert result["status"] == "FAILED!" and "Traceback" not in result["msg"]
+    bad = _ansible({"src": str(not_iso), "dest": str(tmp_path / "t"), "http_url": "ftp://x"})
+    assert "is not an http(s) URL" in bad["msg"]
