@@ -200,8 +200,13 @@ def udev_escape(label: str) -> str:
     return "".join(char if char in _UDEV_SAFE else f"\\x{ord(char):02x}" for char in label)
 
 
-def check_volume_id(label: str) -> None:
-    """Refuse a volume id that an ISO or a kernel command line cannot carry."""
+def check_volume_id(label: str, *, boot_safe: bool = True) -> None:
+    """Refuse a volume id that an ISO or a kernel command line cannot carry.
+
+    ``boot_safe`` also refuses characters that need udev's \\xHH escape (spaces, '/', ...): dracut's
+    dmsquash-live loses the backslash of ``CDLABEL=My\\x20Node`` and then cannot find the medium
+    (seen booting such an ISO), so a new label of a bootable ISO must not need escaping.
+    """
     if not label:
         raise NodePluginError("the volume id is empty", hint="give a label of 1 to 32 characters")
     if len(label) > MAX_VOLUME_ID:
@@ -209,7 +214,11 @@ def check_volume_id(label: str) -> None:
                               hint="choose a shorter label")
     if any(char in label for char in "'\"\\\r\n\t") or not label.isprintable():
         raise NodePluginError(f"the volume id {label!r} contains a quote, a backslash or a control character",
-                              hint="use letters, digits, '-', '_', '.' and spaces")
+                              hint="use letters, digits and - _ . : = @ # +")
+    if boot_safe and udev_escape(label) != label:
+        raise NodePluginError(f"the volume id {label!r} contains characters (such as spaces) that the live boot "
+                              "cannot match: dracut drops the backslash of the udev-escaped CDLABEL=",
+                              hint="use letters, digits and - _ . : = @ # +")
 
 
 def _replace_whole(text: str, before: str, after: str) -> str:
@@ -223,7 +232,7 @@ def replace_volume_label(text: str, fmt: str, old: str, new: str) -> ConfigEdit:
     label (``CDLABEL=My\\x20Node``); elsewhere (``search -l 'My Node'``) each form keeps its own.
     """
     _check_format(fmt)
-    check_volume_id(new)
+    check_volume_id(new, boot_safe=False)
     plain_forms = [(old, new), (udev_escape(old), udev_escape(new))]
     kernel_forms = [(old, udev_escape(new)), (udev_escape(old), udev_escape(new))]
     out, changes = [], []

@@ -146,6 +146,10 @@ def test_udev_escape_and_label_checks():
         bootcfg.check_volume_id("a" * 33)
     with pytest.raises(NodePluginError, match="quote"):
         bootcfg.check_volume_id("it's")
+    with pytest.raises(NodePluginError, match="dracut drops the backslash"):
+        bootcfg.check_volume_id("Node ISO")
+    bootcfg.check_volume_id("Node ISO", boot_safe=False)
+    bootcfg.check_volume_id("ovirt-node-iso-2.5.0-1.0.fc17_ed")
 
 
 def test_label_replacement_respects_word_boundaries():

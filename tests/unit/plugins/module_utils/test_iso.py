@@ -103,7 +103,7 @@ def test_boot_configs_tree_and_efiboot(tiny):
 def test_rewrite_edits_configs_keeps_boot_records_and_md5(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     edits = iso_mod.edit_boot_configs(tiny.iso, str(tmp_path / "work"), kernel_args=["console=ttyS0", "!quiet"],
-                                      volume_id="Edited Node")
+                                      volume_id="Edited_Node-1.0")
     assert set(edits.replace_files) == {"/isolinux/isolinux.cfg", "/EFI/BOOT/grub.cfg", "/isolinux/efiboot.img"}
     extra = tmp_path / "extra.txt"
     extra.write_text("added\n")
@@ -111,27 +111,27 @@ def test_rewrite_edits_configs_keeps_boot_records_and_md5(tiny, tmp_path, monkey
     os.makedirs(os.path.dirname(out))
     result = iso_mod.rewrite_iso(tiny.iso, out, replace_files=edits.replace_files,
                                  add_files={"/isolinux/update1/extra.txt": str(extra)},
-                                 remove=["/isolinux/payload.bin"], volume_id="Edited Node", implant=True)
-    assert result.volume_id == "Edited Node" and result.removed == ["/isolinux/payload.bin"]
+                                 remove=["/isolinux/payload.bin"], volume_id="Edited_Node-1.0", implant=True)
+    assert result.volume_id == "Edited_Node-1.0" and result.removed == ["/isolinux/payload.bin"]
     assert os.listdir(os.path.dirname(out)) == ["new.iso"]
     assert iso_mod.lost_boot_records(iso_mod.boot_records(tiny.iso), iso_mod.boot_records(out)) == []
     hybrid = iso_mod.read_hybrid(out)
     assert hybrid.mbr and hybrid.gpt
     with iso_mod.IsoReader(out) as reader:
-        assert reader.volume_id == "Edited Node"
+        assert reader.volume_id == "Edited_Node-1.0"
         assert reader.read_text("/isolinux/update1/extra.txt") == "added\n"
         assert not reader.exists("/isolinux/payload.bin")
     for config in iso_mod.boot_configs(out):
         for entry in config.entries:
             assert "console=ttyS0" in entry.kernel_args and "quiet" not in entry.kernel_args
-            assert "root=live:CDLABEL=Edited\\x20Node" in entry.kernel_args
+            assert "root=live:CDLABEL=Edited_Node-1.0" in entry.kernel_args
     assert subprocess.run(["checkisomd5", out], stdout=subprocess.DEVNULL, check=False).returncode == 0
     assert isomd5.check(out).valid
     # Same inputs and SOURCE_DATE_EPOCH: the same bytes.
     again = str(tmp_path / "out" / "again.iso")
     iso_mod.rewrite_iso(tiny.iso, again, replace_files=edits.replace_files,
                         add_files={"/isolinux/update1/extra.txt": str(extra)},
-                        remove=["/isolinux/payload.bin"], volume_id="Edited Node", implant=True)
+                        remove=["/isolinux/payload.bin"], volume_id="Edited_Node-1.0", implant=True)
     with open(out, "rb") as first, open(again, "rb") as second:
         assert first.read() == second.read()
 
@@ -148,6 +148,10 @@ def test_rewrite_refusals_leave_no_debris(tiny, tmp_path):
         iso_mod.rewrite_iso(tiny.iso, out, add_files={"/new": str(tmp_path / "missing")})
     with pytest.raises(NodePluginError, match="33 characters"):
         iso_mod.rewrite_iso(tiny.iso, out, volume_id="x" * 33)
+    with pytest.raises(NodePluginError, match="dracut drops the backslash"):
+        iso_mod.rewrite_iso(tiny.iso, out, volume_id="Node ISO")
+    with pytest.raises(NodePluginError, match="dracut drops the backslash"):
+        iso_mod.edit_boot_configs(tiny.iso, str(tmp_path / "work"), volume_id="Node ISO")
     assert os.listdir(out_dir) == []
 
 
