@@ -15,7 +15,8 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._boot import BO
 from tests.fixtures.nodeiso import FixtureSpec
 from tests.fixtures.pxe import build_pxe_tree
 
-BOOT_TIMEOUT = 240
+BOOT_TIMEOUT = 420  # generous: the machine is shared, and TCG boots slow down under load
+PLUGINS_SPEC = FixtureSpec(plugins=("hello-plugin", "vendor-agent", "vendor-agent-lib"))
 
 
 def _explain(result: BootResult) -> str:
@@ -25,10 +26,12 @@ def _explain(result: BootResult) -> str:
 @pytest.fixture(scope="module")
 def boots(node_iso, node_iso_factory) -> dict[str, BootResult]:
     check_iso = node_iso_factory(FixtureSpec(extra_kernel_args="rd.live.check"))
+    plugins_iso = node_iso_factory(PLUGINS_SPEC)
     tree = build_pxe_tree(node_iso)
     jobs = {path: (boot_iso, (node_iso.iso, path)) for path in BOOT_PATHS}
     jobs["pxe-bios"] = (boot_pxe, (tree.tftp_root, tree.bootfile))
     jobs["cd-bios-check"] = (boot_iso, (check_iso.iso, "cd-bios"))
+    jobs["disk-bios-plugins"] = (boot_iso, (plugins_iso.iso, "disk-bios"))
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(func, *args, timeout=BOOT_TIMEOUT) for name, (func, args) in jobs.items()}
         results = {name: future.result() for name, future in futures.items()}
@@ -73,6 +76,17 @@ def test_media_check_at_boot_passes(boots):
     assert result.ok, _explain(result)
     assert "rd.live.check" in result.marker["cmdline"].split()
     assert result.marker["root_device"] == "/dev/mapper/live-rw"
+
+
+def test_marker_lists_installed_plugins_and_their_proofs(boots):
+    """The init reads /etc/ovirt-plugins.d records (not the .firewall file) and /etc/node-marker.d."""
+    result = boots["disk-bios-plugins"]
+    assert result.ok, _explain(result)
+    assert result.marker["plugins"] == [{"name": "hello-plugin", "version": "0.1-1.noarch"},
+                                        {"name": "vendor-agent", "version": "1.0-1.noarch"},
+                                        {"name": "vendor-agent-lib", "version": "1.0-1.noarch"}]
+    assert sorted(result.marker["extras"]) == [f"{name} preinstalled by the fixture builder"
+                                               for name in ("hello-plugin", "vendor-agent", "vendor-agent-lib")]
 
 
 def test_boot_time_is_reported(boots):

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._accel import apply_libguestfs_env
-from tests.fixtures.nodeiso import FixtureSpec, build_fixture_iso
+from tests.fixtures.nodeiso import FixtureSpec, build_fixture_iso, build_uncached
 
 guestfs = pytest.importorskip("guestfs", reason="python3-guestfs is a required dependency (make setup)")
 
@@ -55,7 +55,8 @@ def test_volume_id_and_tree_layout(node_iso, tmp_path):
                    "isolinux/manifest-file.txt", "EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grub.cfg", "LiveOS/squashfs.img"):
         assert f"'/{member}'" in listing, member
     _extract(node_iso.iso, str(tmp_path), "/isolinux/version", "/isolinux/isolinux.cfg", "/EFI/BOOT/grub.cfg",
-             "/isolinux/manifest-rpm.txt", "/isolinux/manifest-deps.txt", "/isolinux/efiboot.img")
+             "/isolinux/manifest-rpm.txt", "/isolinux/manifest-deps.txt", "/isolinux/manifest-owns.txt",
+             "/isolinux/efiboot.img")
     version = (tmp_path / "version").read_text(encoding="utf-8")
     assert "PRODUCT='oVirt Node Hypervisor'\n" in version and "VERSION=2.5.0\n" in version
     assert "RELEASE=1.0.fc17\n" in version and re.search(r"^RECIPE_SHA256=[0-9a-f]{64}$", version, re.MULTILINE)
@@ -65,6 +66,8 @@ def test_volume_id_and_tree_layout(node_iso, tmp_path):
     assert manifest == sorted(f"{nevra} (none)" for nevra in node_iso.packages)
     deps = bz2.decompress((tmp_path / "manifest-deps.txt").read_bytes()).decode()
     assert "ovirt-node requires libvendorbase.so.1()(64bit)" in deps
+    owns = bz2.decompress((tmp_path / "manifest-owns.txt").read_bytes()).decode()
+    assert "/etc/ovirt-node/ovirt-node.conf ovirt-node\n" in owns
     # UEFI reads the grub.cfg inside efiboot.img: it must match the copy in the ISO tree.
     inside = subprocess.run(["mtype", "-i", str(tmp_path / "efiboot.img"), "::/EFI/BOOT/grub.cfg"], check=True,
                             capture_output=True, text=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
@@ -96,6 +99,19 @@ def test_default_squashfs_is_xz_with_ext3fs_img(node_iso, tmp_path):
 def test_cached_build_is_reused(node_iso):
     again = build_fixture_iso(FixtureSpec())
     assert again.iso == node_iso.iso and os.stat(again.iso).st_mtime == os.stat(node_iso.iso).st_mtime
+
+
+def _sha256(path: str) -> str:
+    return subprocess.run(["sha256sum", path], check=True, capture_output=True, text=True).stdout.split()[0]
+
+
+def test_build_is_reproducible(node_iso, tmp_path):
+    """Two builds of the same spec give the same bytes (SOURCE_DATE_EPOCH, pinned times, fixed ids)."""
+    spec = FixtureSpec(compressor="gzip")  # gzip: the quickest compressor, same code path
+    first = build_uncached(spec, str(tmp_path / "first"))
+    second = build_uncached(spec, str(tmp_path / "second"))
+    assert _sha256(first) == _sha256(second)
+    assert os.path.getsize(first) > 0 and node_iso.iso != first
 
 
 def test_image_rpm_lists_packages_and_installs_a_plugin_with_scriptlets(node_iso, example_rpms, tmp_path):
