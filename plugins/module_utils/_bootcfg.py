@@ -271,9 +271,9 @@ def _isolinux_entries(text: str) -> list[BootEntry]:
         stripped = content.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        keyword, _, rest = stripped.partition(" ")
+        keyword, _sep, rest = stripped.partition(" ")
         if "\t" in keyword:
-            keyword, _, tail = keyword.partition("\t")
+            keyword, _sep, tail = keyword.partition("\t")
             rest = tail + " " + rest
         keyword, rest = keyword.lower(), rest.strip()
         if keyword == "label":
@@ -290,7 +290,7 @@ def _isolinux_entries(text: str) -> list[BootEntry]:
         elif keyword == "initrd":
             entries[-1]["initrd"] = rest
         elif keyword == "menu":
-            sub, _, value = rest.partition(" ")
+            sub, _sep, value = rest.partition(" ")
             if sub.lower() == "label":
                 entries[-1]["title"] = value.strip()
             elif sub.lower() == "default":
@@ -340,7 +340,7 @@ def _grub_legacy_entries(text: str) -> list[BootEntry]:
         stripped = content.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        keyword, _, rest = stripped.replace("\t", " ").partition(" ")
+        keyword, _sep, rest = stripped.replace("\t", " ").partition(" ")
         keyword = keyword.lower()
         if keyword.startswith("default"):
             default = (rest or keyword.partition("=")[2]).strip().lstrip("=").strip()

@@ -29,7 +29,7 @@ def run_module(tmp_path, args: dict, *, check: bool = False) -> dict:
     completed = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
                                cwd=str(tmp_path), text=True)
     line = next(line for line in completed.stdout.splitlines() if line.startswith("localhost | "))
-    status, _, payload = line[len("localhost | "):].partition(" => ")
+    status, _sep, payload = line[len("localhost | "):].partition(" => ")
     result = json.loads(payload)
     result["failed"] = status.startswith("FAILED")
     assert (completed.returncode != 0) == result["failed"], completed.stderr
