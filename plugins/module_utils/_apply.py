@@ -431,7 +431,8 @@ def _vendor_step(result: ApplyResult, plugin: str, step: str, outcome) -> None:
 
 def _query_manifests(session: RootImageSession) -> dict[str, list[str]]:
     outcome = session.run([session.rpm_binary(), "-qa", "--qf", records.combined_query()])
-    if not outcome.ok:
+    # rpm reports a bad query format per package on stderr and still exits 0.
+    if not outcome.ok or any(line.startswith("error:") for line in outcome.output.splitlines()):
         raise NodePluginError("the image's rpm could not list its packages", details=outcome.output[-4000:])
     return records.split_combined(outcome.output)
 
@@ -463,8 +464,9 @@ def _write_plugin_records(session: RootImageSession, archive: PluginArchive) -> 
 def _write_update_records(session: RootImageSession, request: ApplyRequest, prepared: _Prepared,
                           before: dict, after: dict) -> tuple[int, dict[str, bytes]]:
     with IsoReader(request.src) as reader:
-        names = [os.path.basename(entry.path) for entry in reader.files()
-                 if entry.is_dir and os.path.dirname(entry.path.rstrip("/")).strip("/") == "isolinux"]
+        # files() lists files only: the update folders are the parents of isolinux/updateN/*.
+        names = {parts[1] for parts in (entry.path.strip("/").split("/") for entry in reader.files())
+                 if len(parts) > 2 and parts[0] == "isolinux"}
     number = records.next_update_number(names)
     installed = []
     for archive in prepared.archives:

@@ -45,8 +45,8 @@ QUERY_FORMATS = {
     "license": "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH} (%{LICENSE})\\n",
     "file": "[%{FILENAMES}\\n]",
     "dir": "[%{FILEMODES:perms} %{FILENAMES}\\n]",
-    "owns": "[%{FILENAMES} %{NAME}\\n]",
-    "deps": "[%{NAME}: %{REQUIRENAME}\\n]",
+    "owns": "[%{FILENAMES} %{=NAME}\\n]",
+    "deps": "[%{=NAME}: %{REQUIRENAME}\\n]",
 }
 
 

@@ -115,7 +115,8 @@ def _tree_size(top: str) -> int:
 class RootImageSession:
     """A libguestfs appliance with a root image (and optionally a scratch disk) attached.
 
-    Use as a context manager. ``readonly=True`` opens the image without any write.
+    Use as a context manager. ``readonly=True`` never writes the image: changes go to a
+    temporary overlay that is discarded at close.
     ``grow_to_mib`` enlarges the image file before launch and its ext file system after.
     """
 
@@ -220,11 +221,10 @@ class RootImageSession:
 
     # -- views ------------------------------------------------------------------------------
     def _mount_chroot_view(self, g) -> None:
+        # A readonly drive sits behind a throwaway overlay (libguestfs): mounting it read-write
+        # lets commands (rpm -V, queries) write their scratch files without touching the image.
         g.umount_all()
-        if self.readonly:
-            g.mount_ro(self._root_device, "/")
-        else:
-            g.mount(self._root_device, "/")
+        g.mount(self._root_device, "/")
 
     def use_view(self, view: str) -> None:
         """Mount the image as '/' ("chroot") or the scratch disk with the image inside ("nochroot")."""

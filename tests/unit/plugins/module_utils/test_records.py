@@ -80,3 +80,19 @@ def test_foreign_build_record_is_refused():
         records.BuildRecord.from_json(b'{"format": 99}')
     with pytest.raises(NodePluginError, match="not valid JSON"):
         records.BuildRecord.from_json(b"{")
+
+
+def test_array_queries_repeat_the_package_name_with_the_equals_form():
+    # rpm refuses a scalar beside an array in an iterator unless it is written %{=TAG}.
+    assert "%{=NAME}" in records.QUERY_FORMATS["owns"] and "%{=NAME}" in records.QUERY_FORMATS["deps"]
+
+
+def test_combined_query_output_is_split_by_kind():
+    output = ("rpm\ta-1-1.noarch (none)\nfile\t/etc/a\ndir\tdrwxr-xr-x /etc\ndir\t-rw-r--r-- /etc/a\n"
+              "owns\t/etc/a a\ndeps\ta: /bin/sh\nnoise line\n")
+    manifests = records.split_combined(output)
+    assert manifests["rpm"] == ["a-1-1.noarch (none)"]
+    assert manifests["dir"] == ["/etc"]
+    assert manifests["owns"] == ["/etc/a a"] and manifests["deps"] == ["a: /bin/sh"]
+    assert records.nevras_of(manifests["rpm"]) == ["a-1-1.noarch"]
+    assert records.combined_query().startswith("rpm\\t")
