@@ -394,10 +394,11 @@ def _check_local(local: str, iso_path: str) -> None:
 
 def rewrite_iso(base: str, dest: str, *, replace_files: Mapping[str, str] | None = None,
                 add_files: Mapping[str, str] | None = None, remove: Sequence[str] = (),
-                volume_id: str | None = None, implant: bool = False) -> IsoWriteResult:
+                make_dirs: Sequence[str] = (), volume_id: str | None = None, implant: bool = False) -> IsoWriteResult:
     """Write ``dest`` = ``base`` with files replaced, added and removed, keeping every boot record.
 
-    ``replace_files``/``add_files`` map ISO paths to local files (or folders, for add). The new ISO
+    ``replace_files``/``add_files`` map ISO paths to local files (or folders, for add);
+    ``make_dirs`` creates empty folders (parents included). The new ISO
     is written next to ``dest`` and renamed into place only when its El Torito entries and hybrid
     MBR/GPT match the base's; ``implant`` implants the isomd5sum md5 before the rename (otherwise
     call ``_isomd5.implant`` yourself as the last step). Honours SOURCE_DATE_EPOCH.
@@ -434,6 +435,10 @@ def rewrite_iso(base: str, dest: str, *, replace_files: Mapping[str, str] | None
                 "-stdio_sync", "off"]
         for iso_path in remove:
             argv += ["-rm_r", _norm(iso_path), "--"]
+        for iso_path in make_dirs:
+            argv += ["-mkdir", _norm(iso_path), "--"]
+            if epoch is not None:
+                argv += ["-alter_date", "b-c", f"={epoch}", _norm(iso_path), "--"]
         for iso_path, local in sorted({**replace_files, **add_files}.items()):
             argv += ["-map", os.path.abspath(local), _norm(iso_path)]
             if epoch is not None:

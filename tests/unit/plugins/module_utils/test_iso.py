@@ -111,7 +111,8 @@ def test_rewrite_edits_configs_keeps_boot_records_and_md5(tiny, tmp_path, monkey
     os.makedirs(os.path.dirname(out))
     result = iso_mod.rewrite_iso(tiny.iso, out, replace_files=edits.replace_files,
                                  add_files={"/isolinux/update1/extra.txt": str(extra)},
-                                 remove=["/isolinux/payload.bin"], volume_id="Edited_Node-1.0", implant=True)
+                                 remove=["/isolinux/payload.bin"], make_dirs=["/isolinux/update2/empty"],
+                                 volume_id="Edited_Node-1.0", implant=True)
     assert result.volume_id == "Edited_Node-1.0" and result.removed == ["/isolinux/payload.bin"]
     assert os.listdir(os.path.dirname(out)) == ["new.iso"]
     assert iso_mod.lost_boot_records(iso_mod.boot_records(tiny.iso), iso_mod.boot_records(out)) == []
@@ -121,6 +122,7 @@ def test_rewrite_edits_configs_keeps_boot_records_and_md5(tiny, tmp_path, monkey
         assert reader.volume_id == "Edited_Node-1.0"
         assert reader.read_text("/isolinux/update1/extra.txt") == "added\n"
         assert not reader.exists("/isolinux/payload.bin")
+        assert reader.exists("/isolinux/update2/empty")
     for config in iso_mod.boot_configs(out):
         for entry in config.entries:
             assert "console=ttyS0" in entry.kernel_args and "quiet" not in entry.kernel_args
@@ -131,7 +133,8 @@ def test_rewrite_edits_configs_keeps_boot_records_and_md5(tiny, tmp_path, monkey
     again = str(tmp_path / "out" / "again.iso")
     iso_mod.rewrite_iso(tiny.iso, again, replace_files=edits.replace_files,
                         add_files={"/isolinux/update1/extra.txt": str(extra)},
-                        remove=["/isolinux/payload.bin"], volume_id="Edited_Node-1.0", implant=True)
+                        remove=["/isolinux/payload.bin"], make_dirs=["/isolinux/update2/empty"],
+                        volume_id="Edited_Node-1.0", implant=True)
     with open(out, "rb") as first, open(again, "rb") as second:
         assert first.read() == second.read()
 
