@@ -70,10 +70,11 @@ def test_every_fact_on_each_variant(node_iso_factory, spec, tmp_path):
 
 @pytest.fixture(scope="module", name="edited")
 def fixture_edited(node_iso, tmp_path_factory):
-    """The default fixture rewritten: NEW_ARG added, 'quiet' removed, volume renamed; md5 implanted."""
+    """The default fixture rewritten: NEW_ARG and rd.live.check added, 'quiet' removed, volume renamed; md5 implanted."""
     work = tmp_path_factory.mktemp("edited")
-    edits = iso_mod.edit_boot_configs(node_iso.iso, str(work / "configs"), kernel_args=[NEW_ARG, "!quiet"],
-                                      volume_id=NEW_LABEL)
+    # rd.live.check makes dracut run checkisomd5 on the medium at boot: our implant is checked there too.
+    edits = iso_mod.edit_boot_configs(node_iso.iso, str(work / "configs"),
+                                      kernel_args=[NEW_ARG, "!quiet", "rd.live.check"], volume_id=NEW_LABEL)
     out = str(work / "edited.iso")
     result = iso_mod.rewrite_iso(node_iso.iso, out, replace_files=edits.replace_files, volume_id=NEW_LABEL)
     isomd5.implant(out, force=True)
@@ -113,4 +114,7 @@ def test_rewritten_iso_boots_with_new_arguments(boots, path):
     cmdline = result.marker["cmdline"].split()
     assert NEW_ARG in cmdline and "quiet" not in cmdline
     assert f"root=live:CDLABEL={NEW_LABEL}" in cmdline
+    # dracut's media check ran checkisomd5 on the booted medium and it passed.
+    assert "rd.live.check" in cmdline
+    assert "the result is: PASS" in result.log
     assert result.marker["version"] == "2.5.0"
