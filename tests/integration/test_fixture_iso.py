@@ -139,3 +139,11 @@ def test_image_rpm_lists_packages_and_installs_a_plugin_with_scriptlets(node_iso
     finally:
         handle.close()
     assert os.path.getsize(image) > 0
+
+
+def test_big_variant_pads_the_root_with_mixed_content(node_iso_factory):
+    """fill_mib adds half compressible text, half random data: the squashfs grows by about half of it."""
+    small = node_iso_factory(FixtureSpec(compressor="gzip"))
+    big = node_iso_factory(FixtureSpec(compressor="gzip", fill_mib=8))
+    growth = os.path.getsize(big.iso) - os.path.getsize(small.iso)
+    assert 4 << 20 <= growth <= 8 << 20, growth
