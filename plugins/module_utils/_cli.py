@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from ._errors import NodePluginError
 
 EXIT_OK = 0
+EXIT_NOT_CERTIFIED = 1
 EXIT_ERROR = 2
 
 PACK_EPILOG = """\
@@ -110,14 +111,212 @@ def _describe_pack(result: dict) -> str:
     return "\n".join(lines)
 
 
-# Extension point: other subcommands (build, verify, inspect) add their adder here.
-SUBCOMMANDS: list[Callable] = [_add_pack]
+class _StageProgress:
+    """One line per stage on stderr: a rich spinner and timer on a terminal, plain lines otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress = None
+        self._task = None
+        self._plain = False
+        if not enabled:
+            return
+        if sys.stderr.isatty():
+            from rich.console import Console  # pylint: disable=import-outside-toplevel
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # pylint: disable=import-outside-toplevel
+            self._progress = Progress(SpinnerColumn(finished_text="done"), TextColumn("{task.description}"),
+                                      TimeElapsedColumn(), console=Console(stderr=True))
+        else:
+            self._plain = True
+
+    def __enter__(self) -> _StageProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._finish_task()
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _finish_task(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=1, completed=1)
+
+    def stage(self, name: str) -> None:
+        self._finish_task()
+        if self._progress is not None:
+            self._task = self._progress.add_task(name, total=None)
+        elif self._plain:
+            sys.stderr.write(f"[{name}]\n")
+            sys.stderr.flush()
+
+
+BUILD_EPILOG = """\
+examples:
+  # rebuild the Node ISO with two plugins, then certify it (exit 0 only when certified):
+  ovirt-plugin-build build --iso ovirt-node-iso-2.5.0-1.0.fc17.iso \\
+      --plugin vendor-agent-1.0.plugin.tar.gz --plugin hello-plugin-0.1.plugin.tar.gz -o out/
+
+  # the same with an extra kernel argument, a UEFI boot test and a signed report:
+  ovirt-plugin-build build --iso base.iso --plugin vendor-agent-1.0.plugin.tar.gz -o out/custom.iso \\
+      --kernel-arg vendor.debug=1 --boot-test uefi --sign-key release@example.com
+
+The output keeps every boot path of the base ISO (BIOS, UEFI, hybrid disk). The report is written
+next to the ISO as <iso>.certification.json. Vendor scripts run inside a libguestfs appliance.
+"""
+
+
+def _add_apply_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iso", required=True, metavar="BASE", help="the base Node ISO")
+    parser.add_argument("--plugin", action="append", required=True, metavar="PLUGIN", dest="plugins",
+                        help="a plugin tarball; repeat for several (applied in order)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="the new ISO, or a folder for <base>-<plugin1>_<plugin2>.iso")
+    parser.add_argument("--volume-id", help="rename the volume (at most 32 characters)")
+    parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG", dest="kernel_args",
+                        help="add a kernel argument to every boot entry; '!name' removes one; repeatable")
+    parser.add_argument("--require-signed", action="store_true", help="refuse unsigned packages and plugins")
+    parser.add_argument("--keyring", metavar="FILE", help="public keys plugin signatures must verify with")
+    parser.add_argument("--allow-unlisted-paths", action="store_true",
+                        help="install packages with files outside the allowed paths (trusted plugins only)")
+    parser.add_argument("--compression", choices=("gzip", "xz", "zstd", "lzo", "lz4", "lzma"),
+                        help="squashfs compressor of the output (default: the base's)")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the work directory for debugging")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the output is up to date")
+
+
+def _add_verify_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--boot-test", choices=("none", "bios", "uefi", "all"), default="none",
+                        help="boot the ISO in QEMU: from CD with BIOS or UEFI, or on all four paths")
+    parser.add_argument("--marker-regex", metavar="REGEX",
+                        help="for real Node ISOs: a console line that proves the boot, e.g. 'login:'")
+    parser.add_argument("--sign-key", metavar="KEYID", help="sign the report (detached, <report>.asc)")
+    parser.add_argument("--gnupg-home", metavar="DIR", help="GnuPG home holding the signing key")
+
+
+def _add_build(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "build", help="rebuild a Node ISO with plugins and certify it (end user)",
+        description="Apply plugins to a base Node ISO, then verify the result (exit 0 only when certified).",
+        epilog=BUILD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_apply_options(parser)
+    _add_verify_options(parser)
+    parser.add_argument("--report", metavar="FILE", help="certification report (default: <iso>.certification.json)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_build, describe=_describe_build)
+
+
+def _run_build(args: argparse.Namespace) -> dict:
+    from ._apply import ApplyRequest, apply_plugins  # pylint: disable=import-outside-toplevel
+    from ._verify import VerifyRequest, verify_iso  # pylint: disable=import-outside-toplevel
+    removals = [arg for arg in args.kernel_args if arg.startswith("!")]
+    request = ApplyRequest(src=args.iso, plugins=args.plugins, dest=args.output, volume_id=args.volume_id,
+                           extra_kernel_args=[arg for arg in args.kernel_args if arg not in removals],
+                           remove_kernel_args=[arg[1:] for arg in removals], require_signed=args.require_signed,
+                           keyring=args.keyring, allow_unlisted_paths=args.allow_unlisted_paths,
+                           compression=args.compression, keep_workdir=args.keep_workdir, force=args.force)
+    with _StageProgress(not args.json) as progress:
+        applied = apply_plugins(request, progress=progress.stage)
+        verified = verify_iso(VerifyRequest(src=applied.path, base=args.iso, plugins=args.plugins,
+                                            boot_test=args.boot_test, marker_regex=args.marker_regex,
+                                            report=args.report or f"{applied.path}.certification.json",
+                                            sign_key=args.sign_key, gnupg_home=args.gnupg_home),
+                              progress=progress.stage)
+    return {"apply": applied.to_dict(), "verify": verified.to_dict(), "certified": verified.certified}
+
+
+def _describe_checks(verify: dict) -> list[str]:
+    lines = []
+    for check in verify["checks"]:
+        lines.append(f"  {'pass' if check['passed'] else 'FAIL'}  {check['name']}")
+        lines += [f"        - {violation}" for violation in check["violations"]]
+    lines.append(f"report: {verify['report']}" + (f" (signature {verify['signature']})" if verify["signature"] else ""))
+    lines.append("CERTIFIED" if verify["certified"] else "NOT CERTIFIED")
+    return lines
+
+
+def _describe_build(result: dict) -> str:
+    applied = result["apply"]
+    lines = [f"{'built' if applied['changed'] else 'unchanged'}: {applied['path']}",
+             f"sha256: {applied['sha256']}  size: {applied['size']} bytes"]
+    for plugin, nevras in applied["packages"].items():
+        lines.append(f"  {plugin}: {', '.join(nevras)}")
+    if applied["durations"]:
+        lines.append("stages: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in applied["durations"].items()))
+    return "\n".join(lines + _describe_checks(result["verify"]))
+
+
+def _add_verify(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "verify", help="certify a rebuilt Node ISO",
+        description="Check media, boot records, plugins, the unmodified core and compatibility; "
+                    "exit 0 only when certified.")
+    parser.add_argument("--iso", required=True, help="the ISO to certify")
+    parser.add_argument("--base", help="the base ISO it was built from (adds comparisons)")
+    parser.add_argument("--plugin", action="append", default=[], dest="plugins", metavar="PLUGIN",
+                        help="a plugin tarball the ISO must contain; repeatable")
+    parser.add_argument("--report", metavar="FILE", help="write the JSON certification report here")
+    _add_verify_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_verify, describe=_describe_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> dict:
+    from ._verify import VerifyRequest, verify_iso  # pylint: disable=import-outside-toplevel
+    request = VerifyRequest(src=args.iso, base=args.base, plugins=args.plugins, boot_test=args.boot_test,
+                            marker_regex=args.marker_regex, report=args.report, sign_key=args.sign_key,
+                            gnupg_home=args.gnupg_home)
+    with _StageProgress(not args.json) as progress:
+        return verify_iso(request, progress=progress.stage).to_dict()
+
+
+def _describe_verify(result: dict) -> str:
+    return "\n".join([f"sha256: {result['sha256']}"] + _describe_checks(result))
+
+
+def _add_inspect(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "inspect", help="show what a Node ISO holds (version, boot entries, packages, plugins)",
+        description="The facts node_iso_extract returns: volume id, product and version, boot entries per "
+                    "loader, El Torito and hybrid layout, squashfs, root image, packages and plugins.")
+    parser.add_argument("--iso", required=True, help="the ISO to inspect")
+    parser.add_argument("--packages", action="store_true", help="also list installed packages and plugins")
+    parser.add_argument("--check-md5", action="store_true", help="also check the implanted md5")
+    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    parser.set_defaults(handler=_run_inspect, describe=_describe_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> dict:
+    from ._extract import ExtractRequest, extract_iso  # pylint: disable=import-outside-toplevel
+    return extract_iso(ExtractRequest(src=args.iso, packages=args.packages, check_md5=args.check_md5))
+
+
+def _describe_inspect(result: dict) -> str:
+    lines = [f"volume id: {result.get('volume_id')}",
+             f"product: {result.get('product')} {result.get('version')}-{result.get('release')}"
+             f" (from {result.get('version_source')})"]
+    for loader, entries in (result.get("boot_entries") or {}).items():
+        for entry in entries:
+            lines.append(f"  {loader}: {entry.get('label')}: {' '.join(entry.get('kernel_args', []))}")
+    for key in ("squashfs", "root_image", "md5"):
+        if result.get(key) is not None:
+            lines.append(f"{key}: {result[key]}")
+    for plugin in result.get("plugins") or []:
+        lines.append(f"plugin: {plugin}")
+    if result.get("packages"):
+        lines.append(f"packages: {len(result['packages'])}")
+    return "\n".join(lines)
+
+
+# Each subcommand: an adder that declares its flags and sets handler/describe.
+SUBCOMMANDS: list[Callable] = [_add_build, _add_verify, _add_inspect, _add_pack]
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ovirt-plugin-build",
-        description="Plugins for oVirt Node: package RPMs as a plugin (pack).",
+        description="Plugins for oVirt Node: rebuild a Node ISO with plugins and certify it (build), certify an "
+                    "ISO (verify), show what an ISO holds (inspect), package RPMs as a plugin (pack).",
         epilog="Run 'ovirt-plugin-build <command> --help' for a command's options and examples.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage and command")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
@@ -130,7 +329,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return the exit code (0 ok, 2 error; argparse usage errors also exit 2)."""
+    """Run the command; return the exit code (0 ok, 1 not certified, 2 error; usage errors also exit 2)."""
     parser = make_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
@@ -145,4 +344,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(args.describe(result) + "\n")
-    return EXIT_OK
+    return EXIT_NOT_CERTIFIED if result.get("certified") is False else EXIT_OK

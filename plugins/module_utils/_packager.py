@@ -23,7 +23,7 @@ from ._plugin import (MANIFEST, RECIPE, RPMS_DIR, SIGNATURE, Member, NodeCompat,
                       source_date_epoch, tarball_digest, validate_manifest, write_tarball, check_recipe_repos)
 from ._recipe import generate_recipe, parse_recipe
 from ._rpmdeps import InstalledPackage, read_package_list, resolve_closure
-from ._rpmhdr import KINDS, RpmHeader, allowed_paths, check_paths, check_signatures, read_header
+from ._rpmhdr import KINDS, RpmHeader, allowed_paths, check_paths, check_signatures, read_header, sign_detached
 from ._run import StageTimer, run
 from ._versions import parse_range
 
@@ -197,9 +197,7 @@ def _signature_valid(request: PluginBuildRequest, signature: bytes, data: bytes,
 
 
 def _sign(request: PluginBuildRequest, manifest_bytes: bytes) -> bytes:
-    result = run(["gpg", "--batch", "--no-tty", "--armor", "--detach-sign", "--local-user", request.sign_key,
-                  "--output", "-"], env=_gpg_env(request), input=manifest_bytes)
-    return result.stdout
+    return sign_detached(manifest_bytes, request.sign_key, gnupg_home=request.gnupg_home)
 
 
 def build_plugin(request: PluginBuildRequest) -> PluginBuildResult:

@@ -121,7 +121,8 @@ class RootImageSession:
     """
 
     def __init__(self, root_image: str, *, readonly: bool = False, scratch_disk: str | None = None,
-                 grow_to_mib: int | None = None, memory_mib: int = 768) -> None:
+                 grow_to_mib: int | None = None, memory_mib: int = 768,
+                 extra_images: Mapping[str, str] | None = None) -> None:
         if not HAS_GUESTFS:
             raise NodePluginError("the Python bindings of libguestfs are not installed",
                                   hint="install the package 'python3-guestfs' (make setup does it)")
@@ -130,6 +131,12 @@ class RootImageSession:
         self.root_image = root_image
         self.readonly = readonly
         self.scratch_disk = scratch_disk
+        # Other root images (e.g. the base ISO's, for comparison), read-only, mounted at these
+        # paths in the chroot view: {mount point: image file}.
+        self.extra_images = dict(extra_images or {})
+        if self.extra_images and not readonly:
+            raise ValueError("extra images are mounted inside the root image: open it readonly")
+        self._extra_devices: dict[str, str] = {}
         self.grow_to_mib = grow_to_mib
         self.memory_mib = memory_mib
         self.view: str | None = None
@@ -157,6 +164,8 @@ class RootImageSession:
         g.add_drive_opts(self.root_image, format="raw", readonly=self.readonly)
         if self.scratch_disk:
             g.add_drive_opts(self.scratch_disk, format="raw", readonly=False)
+        for image in self.extra_images.values():
+            g.add_drive_opts(image, format="raw", readonly=True)
         try:
             g.launch()
         except RuntimeError as exc:
@@ -165,6 +174,9 @@ class RootImageSession:
                                   hint="run 'libguestfs-test-tool' to see why; on hosts where KVM is broken "
                                        "set OVIRT_NODE_PLUGINS_ACCEL=tcg") from exc
         self._g = g
+        devices = g.list_devices()
+        first_extra = 2 if self.scratch_disk else 1
+        self._extra_devices = dict(zip(self.extra_images, devices[first_extra:]))
         self.launch_seconds = time.monotonic() - started
         LOG.info("libguestfs appliance up in %.1f s", self.launch_seconds)
         try:
@@ -225,6 +237,9 @@ class RootImageSession:
         # lets commands (rpm -V, queries) write their scratch files without touching the image.
         g.umount_all()
         g.mount(self._root_device, "/")
+        for mount_point, device in self._extra_devices.items():
+            g.mkdir_p(mount_point)
+            g.mount_ro(device, mount_point)
 
     def use_view(self, view: str) -> None:
         """Mount the image as '/' ("chroot") or the scratch disk with the image inside ("nochroot")."""

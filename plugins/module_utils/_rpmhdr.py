@@ -254,3 +254,15 @@ def check_signatures(headers: Sequence[RpmHeader], keyring: str) -> None:
         raise NodePluginError(f"{len(bad)} package(s) are not signed by a key of the keyring", path=keyring,
                               hint="sign them (rpmsign --addsign) with the vendor's key, or give the right keyring",
                               details="\n".join(bad))
+
+
+def sign_detached(data: bytes, sign_key: str, *, gnupg_home: str | None = None) -> bytes:
+    """An ASCII-armoured detached OpenPGP signature of ``data`` made with the secret key ``sign_key``."""
+    env = {"GNUPGHOME": gnupg_home} if gnupg_home else None
+    result = run(["gpg", "--batch", "--no-tty", "--armor", "--detach-sign", "--local-user", sign_key,
+                  "--output", "-"], env=env, input=data, check=False)
+    if result.returncode != 0:
+        raise NodePluginError(f"could not sign with the key '{sign_key}'",
+                              hint="check the key id (gpg --list-secret-keys) and the GnuPG home",
+                              details=(result.stderr or b"").decode("utf-8", "replace").strip()[-2000:])
+    return result.stdout

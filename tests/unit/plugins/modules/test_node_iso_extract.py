@@ -7,33 +7,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
+from tests import ansible_run
 from tests.unit.plugins.module_utils import isohelpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-VENV_BIN = os.path.dirname(sys.executable)
 
 
 def run_module(tmp_path, args: dict, *, check: bool = False) -> dict:
     """Run the module with the ansible CLI on localhost and return its JSON result (``failed`` set on failure)."""
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".venv", "collections"),
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_NOCOLOR": "1"}
-    argv = [os.path.join(VENV_BIN, "ansible"), "localhost", "-m", "ovirt.node_plugins.node_iso_extract",
-            "-a", json.dumps(args), "-e", f"ansible_python_interpreter={sys.executable}", "--one-line"]
-    if check:
-        argv.append("--check")
-    completed = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-                               cwd=str(tmp_path), text=True)
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("localhost | "))
-    status, _sep, payload = line[len("localhost | "):].partition(" => ")
-    result = json.loads(payload)
-    result["failed"] = status.startswith("FAILED")
-    assert (completed.returncode != 0) == result["failed"], completed.stderr
-    return result
+    return ansible_run.run_module("node_iso_extract", args, *(["--check"] if check else []), cwd=str(tmp_path))
 
 
 def test_facts_only(tmp_path):

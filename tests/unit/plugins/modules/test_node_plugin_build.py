@@ -3,17 +3,14 @@
 """node_plugin_build run through ansible for real: changed, then unchanged; check mode; failures."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.modules import node_plugin_build
+from tests.ansible_run import run_module
 from tests.unit import rpmhelpers
 
-VENV = os.path.join(rpmhelpers.TOP, ".venv")
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +19,7 @@ def rpms():
 
 
 def _ansible(args: dict, *extra: str) -> dict:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(VENV, "collections"),
-               ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_LOCALHOST_WARNING="0",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_NOCOLOR="1")
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    done = subprocess.run([ansible, "localhost", "-m", "ovirt.node_plugins.node_plugin_build", "-a", json.dumps(args),
-                           "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-                          capture_output=True, text=True, env=env, check=False, timeout=300, stdin=subprocess.DEVNULL)
-    # The ad-hoc (minimal) callback prints "localhost | CHANGED => {json}" (or SUCCESS, FAILED!).
-    head, _arrow, body = done.stdout.partition(" => ")
-    assert body, f"no result from ansible:\n{done.stdout}\n{done.stderr}"
-    result = json.loads(body)
-    result["status"] = head.rsplit("| ", 1)[-1].strip()
-    result["stderr_of_ansible"] = done.stderr
-    return result
+    return run_module("node_plugin_build", args, *extra, timeout=300)
 
 
 @pytest.fixture

@@ -1,0 +1,563 @@
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""Certification of a rebuilt Node ISO: every claim checked, each with its evidence.
+
+Checks (each reported separately, pass or fail, with evidence and violations a person can act on):
+  media          implanted md5 valid (isomd5sum-compatible), volume size sane, file system readable
+  boot_records   BIOS and UEFI El Torito entries point at real files; hybrid MBR/GPT intact (and
+                 as in the base); every root=live:CDLABEL= equals the volume id; the GRUB config
+                 inside efiboot.img agrees with the ISO tree's
+  plugins        the build record names each plugin by digest and manifest; their packages are
+                 installed with the same NEVRA and pass `rpm -V` (config files reported, not failed);
+                 /etc/ovirt-plugins.d records and isolinux/updateN manifests match; given tarballs
+                 match the recorded digests
+  core           every base package is installed with the same NEVRA and passes `rpm -V` (config
+                 files listed); no file of a base package belongs to a plugin package; with the
+                 base ISO: files outside any package are unchanged (outside the plugin paths)
+  compatibility  each plugin's Node range admits the image's version
+  boot           optional: the ISO boots in QEMU and the running system reports the plugins
+The image checks run in one libguestfs appliance, the images attached read-only (an overlay
+takes the scratch writes of rpm). The report is JSON, written atomically, optionally signed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fnmatch
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+
+from . import _records as records
+from ._boot import BOOT_PATHS, boot_iso
+from ._digests import cached_sha256
+from ._errors import NodePluginError
+from ._iso import BootRecords, IsoReader, boot_configs, boot_records, check_complete, lost_boot_records
+from ._isomd5 import check as check_md5
+from ._liveos import extract_root_image
+from ._nodeinfo import node_info
+from ._rootfs import RootImageSession
+from ._rpmhdr import sign_detached
+from ._run import StageTimer
+from ._versions import parse_range
+
+BOOT_TEST_CHOICES = ("none", "bios", "uefi", "all")
+_BOOT_TEST_PATHS = {"none": (), "bios": ("cd-bios",), "uefi": ("cd-uefi",), "all": BOOT_PATHS}
+BASE_MOUNT = "/mnt/.ovirt-node-plugins-base"
+# Unowned files that an edit changes by design, and paths plugins may change (the writer's guide).
+_EDIT_PATHS = ("/etc/system-release", "/etc/ovirt-plugins.d/*", "/etc/ovirt-plugins-manifests.d/*",
+               "/var/lib/rpm/*", "/var/tmp/*", "/tmp/*", "/var/log/*", "/var/cache/*")
+_PLUGIN_PATHS = ("/etc/*", "/opt/*", "/usr/share/man/*", "/usr/lib/python*", "/usr/lib/systemd/*")
+_RPM_V_LINE = re.compile(r"^(?P<flags>missing|[.?SM5DLUGTP]{8,9})\s+(?P<type>[cdglr ])?\s*(?P<path>/.*)$")
+ProgressCallback = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class VerifyRequest:
+    """What to certify and against what (see the node_iso_verify module for each option)."""
+
+    src: str
+    base: str | None = None
+    plugins: list[str] = dataclasses.field(default_factory=list)
+    boot_test: str = "none"
+    boot_timeout: float = 300
+    marker_regex: str | None = None
+    report: str | None = None
+    sign_key: str | None = None
+    gnupg_home: str | None = None
+    check_mode: bool = False
+
+
+@dataclasses.dataclass
+class Check:
+    """One certification check: passed when it found no violation."""
+
+    name: str
+    evidence: list[str] = dataclasses.field(default_factory=list)
+    violations: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "evidence": self.evidence, "violations": self.violations}
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    """The verdict and its report."""
+
+    certified: bool
+    sha256: str
+    checks: list[Check]
+    report: str | None
+    report_changed: bool
+    signature: str | None
+    durations: dict[str, float]
+
+    @property
+    def violations(self) -> list[str]:
+        return [f"{check.name}: {violation}" for check in self.checks for violation in check.violations]
+
+    def to_dict(self) -> dict:
+        return {"certified": self.certified, "sha256": self.sha256, "checks": [c.to_dict() for c in self.checks],
+                "violations": self.violations, "report": self.report, "signature": self.signature,
+                "durations": self.durations}
+
+
+@dataclasses.dataclass
+class _ImageFacts:
+    """What the appliance found in the root image(s)."""
+
+    manifests: dict[str, list[str]]
+    rpm_verify: dict[str, list[tuple[str, str, str]]]
+    records: dict[str, dict[str, str] | None]
+    image_manifest_files: dict[str, bytes]
+    base_nevras: list[str] | None
+    unowned_changes: list[str]
+    unowned_checked: int
+
+
+def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = None) -> VerifyResult:
+    """Run every check on request.src; write (and sign) the report unless in check mode."""
+    if request.boot_test not in BOOT_TEST_CHOICES:
+        raise NodePluginError(f"boot_test={request.boot_test!r} is not valid", hint=f"use one of {', '.join(BOOT_TEST_CHOICES)}")
+    if not os.path.isfile(request.src):
+        raise NodePluginError("the ISO to certify does not exist", path=request.src)
+    timer = StageTimer()
+    say = progress or (lambda _stage: None)
+    checks = []
+    say("media")
+    with timer.stage("media"):
+        media, sha256 = _check_media(request.src)
+        checks.append(media)
+    if not media.passed and any("not readable" in v for v in media.violations):
+        return _finish(request, sha256, checks, timer)
+    say("boot records")
+    with timer.stage("boot records"):
+        checks.append(_check_boot_records(request))
+    with timer.stage("build record"):
+        build, record_problem = _read_build_record(request.src)
+    workdir = tempfile.mkdtemp(prefix="ovirt-node-verify-")
+    try:
+        say("image")
+        with timer.stage("image"):
+            try:
+                facts = _inspect_images(request, workdir, build)
+            except NodePluginError as exc:
+                facts = None
+                unreadable = f"the root image cannot be read: {exc.render()}"
+        if facts is None:
+            checks += [Check("plugins", violations=[unreadable]), Check("core", violations=[unreadable])]
+        else:
+            checks.append(_check_plugins(request, build, record_problem, facts))
+            checks.append(_check_core(request, build, facts))
+        checks.append(_check_compatibility(request, build))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if request.boot_test != "none":
+        say("boot")
+        with timer.stage("boot"):
+            checks.append(_check_boot(request, build))
+    return _finish(request, sha256, checks, timer)
+
+
+# -- media and boot records ------------------------------------------------------------------------
+
+def _check_media(iso: str) -> tuple[Check, str]:
+    check = Check("media")
+    sha256 = cached_sha256(iso)
+    check.evidence.append(f"sha256 {sha256}, {os.path.getsize(iso)} bytes")
+    try:
+        volume_bytes = check_complete(iso)
+        check.evidence.append(f"volume size {volume_bytes} bytes as the primary volume descriptor says, file complete")
+        with IsoReader(iso) as reader:
+            count = len(reader.files())
+        check.evidence.append(f"file system readable: {count} files")
+    except NodePluginError as exc:
+        check.violations.append(f"not readable as an ISO: {exc.message}")
+        return check, sha256
+    md5 = check_md5(iso)
+    if not md5.implanted:
+        check.violations.append("no implanted md5: the media check at boot (rd.live.check) cannot work "
+                                "(implant one with implantisomd5, or rebuild with node_plugin_apply)")
+    elif not md5.valid:
+        where = f", first bad fragment {md5.first_bad_fragment} of 20" if md5.first_bad_fragment else ""
+        check.violations.append(f"implanted md5 {md5.md5} does not match the content ({md5.computed_md5}{where}): "
+                                "the ISO was damaged or modified after it was built")
+    else:
+        check.evidence.append(f"implanted md5 {md5.md5} valid")
+    return check, sha256
+
+
+def _check_boot_records(request: VerifyRequest) -> Check:
+    check = Check("boot_records")
+    found: BootRecords = boot_records(request.src)
+    with IsoReader(request.src) as reader:
+        volume_id = reader.volume_id
+        for entry in found.el_torito:
+            if entry.path is None or not reader.exists(entry.path):
+                check.violations.append(f"El Torito entry {entry.index} ({entry.platform}) boots "
+                                        f"{entry.path or 'an image outside the ISO tree'}, which is not a file of the ISO")
+    platforms = {entry.platform for entry in found.el_torito}
+    check.evidence.append(f"El Torito: {', '.join(f'{e.platform} {e.path}' for e in found.el_torito) or 'none'}")
+    for platform in ("BIOS", "UEFI"):
+        if platform not in platforms:
+            check.violations.append(f"no {platform} El Torito entry: the ISO cannot boot with {platform} firmware")
+    check.evidence.append(f"system area: {found.system_area or 'none'}")
+    if request.base:
+        lost = lost_boot_records(boot_records(request.base), found)
+        check.violations += [f"lost against the base ISO: {item}" for item in lost]
+        if not lost:
+            check.evidence.append("boot records and hybrid layout as in the base ISO")
+    configs = boot_configs(request.src)
+    label = f"root=live:CDLABEL={volume_id}"
+    for config in configs:
+        where = f"{config.efiboot}:{config.path}" if config.efiboot else config.path
+        for entry in config.entries:
+            roots = [arg for arg in entry.kernel_args if arg.startswith("root=live:CDLABEL=")]
+            if roots and any(root != label for root in roots):
+                check.violations.append(f"{where} entry '{entry.label}' has {roots[0]}, but the volume id is "
+                                        f"'{volume_id}': that entry cannot find its root file system")
+    tree = {(c.path.lower(), e.label): e.kernel_args for c in configs if not c.efiboot for e in c.entries}
+    for config in (c for c in configs if c.efiboot):
+        for entry in config.entries:
+            twin = tree.get((config.path.lower(), entry.label))
+            if twin is not None and twin != entry.kernel_args:
+                check.violations.append(f"the config inside {config.efiboot} ({config.path}, '{entry.label}') "
+                                        f"differs from the ISO tree's: UEFI boots from a USB stick read "
+                                        f"{' '.join(entry.kernel_args)!r}, the tree says {' '.join(twin)!r}")
+    check.evidence.append(f"{sum(len(c.entries) for c in configs)} boot entries in {len(configs)} configs, "
+                          f"volume id '{volume_id}'")
+    return check
+
+
+# -- the image ---------------------------------------------------------------------------------------
+
+def _read_build_record(iso: str) -> tuple[records.BuildRecord | None, str | None]:
+    with IsoReader(iso) as reader:
+        if not reader.exists(records.BUILD_RECORD_ISO_PATH):
+            return None, f"no build record ({records.BUILD_RECORD_ISO_PATH}): the ISO was not built by node_plugin_apply"
+        try:
+            return records.BuildRecord.from_json(reader.read_bytes(records.BUILD_RECORD_ISO_PATH)), None
+        except NodePluginError as exc:
+            return None, exc.message
+
+
+def _inspect_images(request: VerifyRequest, workdir: str, build: records.BuildRecord | None) -> _ImageFacts:
+    root_image = extract_root_image(request.src, os.path.join(workdir, "new"))
+    extra = {}
+    if request.base:
+        extra[BASE_MOUNT] = extract_root_image(request.base, os.path.join(workdir, "base"))
+    record_names = []
+    if build:
+        record_names = sorted({name.rsplit("-", 2)[0] for nevras in build.packages.values() for name in nevras})
+    with RootImageSession(root_image, readonly=True, extra_images=extra) as session:
+        rpm = session.rpm_binary()
+        queried = session.run([rpm, "-qa", "--qf", records.combined_query()])
+        manifests = records.split_combined(queried.output)
+        verified = session.run([rpm, "-Va", "--nodeps", "--noscripts"])
+        rpm_verify = _parse_rpm_verify(verified.output, manifests["owns"])
+        plugin_records = {}
+        for name in record_names:
+            path = f"{records.RECORDS_DIR}/{name}"
+            plugin_records[name] = (records.parse_plugin_record(session.read(path).decode("utf-8", "replace"))
+                                    if session.exists(path) else None)
+        image_manifests = {}
+        if build:
+            folder = f"{records.IMAGE_MANIFESTS_DIR}/update{build.update}"
+            for name in session.listdir(folder):
+                image_manifests[name] = session.read(f"{folder}/{name}")
+        base_nevras, changes, checked = None, [], 0
+        if request.base:
+            base_query = session.run([rpm, "--dbpath", f"{BASE_MOUNT}/var/lib/rpm", "-qa", "--qf",
+                                      "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"])
+            base_nevras = sorted(line for line in base_query.output.splitlines() if line and not line.startswith("error"))
+            changes, checked = _unowned_changes(session, manifests["file"])
+    return _ImageFacts(manifests=manifests, rpm_verify=rpm_verify, records=plugin_records,
+                       image_manifest_files=image_manifests, base_nevras=base_nevras,
+                       unowned_changes=changes, unowned_checked=checked)
+
+
+def _parse_rpm_verify(output: str, owns: list[str]) -> dict[str, list[tuple[str, str, str]]]:
+    """rpm -Va output by package: (flags, file type, path); the owner comes from the owns manifest."""
+    owner: dict[str, list[str]] = {}
+    for line in owns:
+        path, _sep, name = line.rpartition(" ")
+        owner.setdefault(path, []).append(name)
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for line in output.splitlines():
+        match = _RPM_V_LINE.match(line.rstrip())
+        if not match:
+            continue
+        path = match.group("path")
+        for name in owner.get(path, ["(unknown)"]):
+            found.setdefault(name, []).append((match.group("flags"), (match.group("type") or " ").strip(), path))
+    return found
+
+
+def _unowned_changes(session: RootImageSession, owned_files: list[str]) -> tuple[list[str], int]:
+    """Files outside any package that differ between the base image and this one (digest lists)."""
+    # Batched (find -exec ... +): a process per file would cost minutes under software emulation.
+    script = ('cd "$1" && find . -xdev -type f -exec sha256sum {} + && echo @@links && '
+              'find . -xdev -type l -exec ls -ld {} +')
+    listings = []
+    for top in ("/", BASE_MOUNT):
+        outcome = session.run(["sh", "-c", script, "list", top])
+        if not outcome.ok:
+            raise NodePluginError(f"could not list the files of the image under {top}", details=outcome.output[-2000:])
+        files_part, _sep, links_part = outcome.output.partition("@@links\n")
+        entries = {}
+        for line in files_part.splitlines():
+            digest, _sep, path = line.partition("  ./")
+            if path:
+                entries["/" + path] = f"F {digest}"
+        for line in links_part.splitlines():
+            name, _sep, target = line.partition(" -> ")
+            _head, _sep, path = name.partition(" ./")
+            if path:
+                entries["/" + path] = f"L {target}"
+        listings.append(entries)
+    new, base = listings
+    owned = set(owned_files)
+    changes = []
+    for path in sorted(set(base) | set(new)):
+        if path in owned or path.startswith(BASE_MOUNT) or _matches(path, _EDIT_PATHS):
+            continue
+        if base.get(path) == new.get(path):
+            continue
+        what = "removed" if path not in new else "added" if path not in base else "changed"
+        if what == "added" and _matches(path, _PLUGIN_PATHS):
+            continue
+        changes.append(f"{path} {what}")
+    return changes, len(base)
+
+
+def _matches(path: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(path, pattern) or path == pattern.rstrip("/*") for pattern in patterns)
+
+
+# -- plugins, core, compatibility ------------------------------------------------------------------
+
+def _plugin_package_names(build: records.BuildRecord) -> dict[str, str]:
+    """Package name -> plugin name, for every package of every recorded plugin manifest."""
+    names = {}
+    for plugin in build.plugins:
+        for package in plugin["manifest"]["packages"]:
+            names[package["name"]] = plugin["name"]
+    return names
+
+
+def _installed(facts: _ImageFacts) -> dict[str, str]:
+    return {nevra.rsplit("-", 2)[0]: nevra for nevra in records.nevras_of(facts.manifests["rpm"])}
+
+
+def _verify_failures(facts: _ImageFacts, name: str) -> tuple[list[str], list[str]]:
+    """(failures, config notes) of rpm -V for one package."""
+    failures, configs = [], []
+    for flags, kind, path in facts.rpm_verify.get(name, []):
+        (configs if kind == "c" else failures).append(f"{path} ({flags})")
+    return failures, configs
+
+
+def _check_plugins(request: VerifyRequest, build: records.BuildRecord | None, problem: str | None,
+                   facts: _ImageFacts) -> Check:
+    check = Check("plugins")
+    if build is None:
+        check.violations.append(problem or "no build record")
+        return check
+    installed = _installed(facts)
+    recorded_digests = [plugin["sha256"] for plugin in build.plugins]
+    check.evidence.append("build record: " + ", ".join(f"{p['name']} {p['version']} (sha256 {p['sha256'][:12]})"
+                                                     for p in build.plugins))
+    if request.plugins:
+        given = [cached_sha256(path) for path in request.plugins]
+        for path, digest in zip(request.plugins, given):
+            if digest not in recorded_digests:
+                check.violations.append(f"the plugin {path} (sha256 {digest[:12]}) is not the one the ISO was built with")
+    for plugin in build.plugins:
+        for package in plugin["manifest"]["packages"]:
+            have = installed.get(package["name"])
+            if have is None:
+                check.violations.append(f"{plugin['name']}: package {package['nevra']} is not installed")
+                continue
+            if have != package["nevra"]:
+                check.violations.append(f"{plugin['name']}: {package['name']} is {have}, the plugin brought {package['nevra']}")
+            failures, configs = _verify_failures(facts, package["name"])
+            check.violations += [f"{plugin['name']}: {package['name']}: rpm -V: {item}" for item in failures]
+            check.evidence += [f"{plugin['name']}: {package['name']}: config file changed: {item}" for item in configs]
+        for package in plugin["manifest"]["packages"]:
+            if package["role"] != "plugin":
+                continue
+            record = facts.records.get(package["name"])
+            if record is None:
+                check.violations.append(f"{plugin['name']}: the record {records.RECORDS_DIR}/{package['name']} is missing "
+                                        "(the Node's plugin list will not show it)")
+            elif installed.get(package["name"]) and not installed[package["name"]].endswith(record.get("Version", "")):
+                check.violations.append(f"{plugin['name']}: the record of {package['name']} says version "
+                                        f"{record.get('Version')}, but {installed[package['name']]} is installed")
+    _check_update_manifests(request.src, build, facts, check)
+    if check.passed:
+        check.evidence.append(f"{sum(len(p['manifest']['packages']) for p in build.plugins)} plugin packages "
+                              "installed with their NEVRA, verified with rpm -V, recorded")
+    return check
+
+
+def _check_update_manifests(iso: str, build: records.BuildRecord, facts: _ImageFacts, check: Check) -> None:
+    folder = f"isolinux/update{build.update}"
+    current = facts.manifests
+    with IsoReader(iso) as reader:
+        for kind in ("rpm", "file"):
+            name = f"manifest-{kind}.txt"
+            if not reader.exists(f"{folder}/{name}"):
+                check.violations.append(f"{folder}/{name} is missing")
+                continue
+            content = reader.read_bytes(f"{folder}/{name}")
+            if records.decode_manifest(kind, content) != current[kind]:
+                check.violations.append(f"{folder}/{name} does not match the packages of the image")
+            if facts.image_manifest_files.get(name) != content:
+                check.violations.append(f"{records.IMAGE_MANIFESTS_DIR}/update{build.update}/{name} in the image "
+                                        f"differs from {folder}/{name} in the ISO")
+    check.evidence.append(f"{folder} manifests match the image")
+
+
+def _check_core(request: VerifyRequest, build: records.BuildRecord | None, facts: _ImageFacts) -> Check:
+    check = Check("core")
+    plugin_names = _plugin_package_names(build) if build else {}
+    installed = _installed(facts)
+    if facts.base_nevras is not None:
+        base = facts.base_nevras
+        check.evidence.append(f"base packages read from the base ISO's rpm database ({len(base)})")
+    else:
+        base = _recorded_base_nevras(request.src)
+        check.evidence.append(f"base packages read from the ISO's own isolinux/manifest-rpm.txt ({len(base)}); "
+                              "give the base ISO to also compare files outside packages")
+    for nevra in base:
+        name = nevra.rsplit("-", 2)[0]
+        if name in plugin_names:
+            check.violations.append(f"{nevra} of the base image was replaced by plugin {plugin_names[name]}")
+            continue
+        if installed.get(name) != nevra:
+            check.violations.append(f"base package {nevra} is {'now ' + installed[name] if name in installed else 'gone'}")
+            continue
+        failures, configs = _verify_failures(facts, name)
+        check.violations += [f"base package {name}: rpm -V: {item}" for item in failures]
+        check.evidence += [f"base package {name}: config file changed (allowed): {item}" for item in configs]
+    _check_shared_files(facts, plugin_names, check)
+    if facts.base_nevras is not None:
+        check.violations += [f"file outside any package: {change}" for change in facts.unowned_changes]
+        check.evidence.append(f"{facts.unowned_checked} files outside packages compared with the base image")
+    if check.passed:
+        check.evidence.append(f"{len(base)} base packages unmodified")
+    return check
+
+
+def _recorded_base_nevras(iso: str) -> list[str]:
+    with IsoReader(iso) as reader:
+        if not reader.exists("isolinux/manifest-rpm.txt"):
+            raise NodePluginError("the ISO has no isolinux/manifest-rpm.txt to tell its base packages", path=iso,
+                                  hint="give the base ISO (base=...) to compare against")
+        return records.nevras_of(records.decode_manifest("rpm", reader.read_bytes("isolinux/manifest-rpm.txt")))
+
+
+def _check_shared_files(facts: _ImageFacts, plugin_names: dict[str, str], check: Check) -> None:
+    """A path owned by a plugin package and by a base package: the plugin overwrote a core file."""
+    directories = set(facts.manifests["dir"])
+    owners: dict[str, set[str]] = {}
+    for line in facts.manifests["owns"]:
+        path, _sep, name = line.rpartition(" ")
+        if path not in directories:
+            owners.setdefault(path, set()).add(name)
+    for path, names in sorted(owners.items()):
+        plugin = sorted(names & set(plugin_names))
+        core = sorted(names - set(plugin_names))
+        if plugin and core:
+            check.violations.append(f"{path} of base package {core[0]} is also installed by plugin package {plugin[0]}")
+
+
+def _check_compatibility(request: VerifyRequest, build: records.BuildRecord | None) -> Check:
+    check = Check("compatibility")
+    node = node_info(request.src)
+    check.evidence.append(f"image: {node.product or '?'} {node.version}-{node.release} (from {node.source})")
+    for plugin in build.plugins if build else []:
+        versions = plugin["manifest"]["node"]["versions"]
+        if parse_range(versions).admits(node.version, node.release):
+            check.evidence.append(f"{plugin['name']} {plugin['version']}: Node {versions} admits it")
+        else:
+            check.violations.append(f"{plugin['name']} {plugin['version']} is for Node {versions}, the image is "
+                                    f"{node.version}-{node.release}")
+    return check
+
+
+def _check_boot(request: VerifyRequest, build: records.BuildRecord | None) -> Check:
+    check = Check("boot")
+    expected = sorted({name.rsplit("-", 2)[0] for nevras in (build.packages.values() if build else [])
+                       for name in nevras})
+    for path in _BOOT_TEST_PATHS[request.boot_test]:
+        result = boot_iso(request.src, path, timeout=request.boot_timeout, marker_regex=request.marker_regex)
+        if not result.ok:
+            check.violations.append(f"{path}: did not boot ({result.reason}); last console lines: "
+                                    + " | ".join(result.log.strip().splitlines()[-5:]))
+            continue
+        check.evidence.append(f"{path}: booted in {result.seconds:.0f} s")
+        if result.marker is not None:
+            seen = {plugin["name"] for plugin in result.marker.get("plugins", [])}
+            missing = [name for name in expected if name not in seen]
+            if missing:
+                check.violations.append(f"{path}: the running system does not list the plugins {', '.join(missing)}")
+            else:
+                check.evidence.append(f"{path}: the running system lists {', '.join(sorted(seen)) or 'no plugins'}")
+    return check
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+def _finish(request: VerifyRequest, sha256: str, checks: list[Check], timer: StageTimer) -> VerifyResult:
+    certified = all(check.passed for check in checks)
+    report_changed, signature = False, None
+    if request.report:
+        report_changed, signature = _write_report(request, sha256, checks, certified)
+    return VerifyResult(certified=certified, sha256=sha256, checks=checks, report=request.report,
+                        report_changed=report_changed, signature=signature, durations=timer.durations)
+
+
+def report_document(iso: str, sha256: str, checks: list[Check], certified: bool) -> dict:
+    """The certification report (without its time, which _write_report adds)."""
+    return {"format": 1, "iso": os.path.abspath(iso), "sha256": sha256, "certified": certified,
+            "checks": [check.to_dict() for check in checks], "tool": f"{records.TOOL_NAME} {records.TOOL_VERSION}"}
+
+
+def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], certified: bool) -> tuple[bool, str | None]:
+    """Write the report (and its .asc) unless an existing one says the same; returns (changed, signature path)."""
+    document = report_document(request.src, sha256, checks, certified)
+    signature_path = f"{request.report}.asc" if request.sign_key else None
+    try:
+        with open(request.report, encoding="utf-8") as handle:
+            existing = json.load(handle)
+        existing.pop("time", None)
+        unchanged = existing == document and (signature_path is None or os.path.isfile(signature_path))
+    except (OSError, ValueError):
+        unchanged = False
+    if unchanged or request.check_mode:
+        return not unchanged, signature_path
+    document["time"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    content = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    _atomic_write(request.report, content)
+    if signature_path:
+        _atomic_write(signature_path, sign_detached(content, request.sign_key, gnupg_home=request.gnupg_home))
+    return True, signature_path
+
+
+def _atomic_write(path: str, content: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise NodePluginError("the report's folder does not exist", path=folder)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", delete=False) as handle:
+        handle.write(content)
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, path)

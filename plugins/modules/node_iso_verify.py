@@ -1,0 +1,192 @@
+#!/usr/bin/python
+# Copyright: contributors to ovirt.node_plugins
+# Apache License 2.0 (see LICENSE)
+"""Ansible module node_iso_verify: certify a rebuilt Node ISO."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: node_iso_verify
+short_description: Certify a rebuilt oVirt Node ISO
+version_added: 1.0.0
+author:
+  - ovirt.node_plugins maintainers
+description:
+  - Checks everything a rebuilt Node ISO claims and reports each check separately, with its evidence
+    and the violations a person can act on.
+  - C(media) the implanted md5 (isomd5sum-compatible), the volume size, a readable file system.
+  - C(boot_records) BIOS and UEFI El Torito entries pointing at real files, the hybrid MBR/GPT
+    (compared with O(base) when given), every V(root=live:CDLABEL=) equal to the volume id, and the
+    GRUB config inside C(efiboot.img) equal to the ISO tree's.
+  - C(plugins) the build record, each plugin package installed with its NEVRA and passing C(rpm -V)
+    (changed config files are reported, not failed), the C(/etc/ovirt-plugins.d) records, the
+    C(isolinux/updateN) manifests; O(plugins) must match the recorded digests.
+  - C(core) every package of the base image still installed with the same NEVRA and passing
+    C(rpm -V), no base file owned by a plugin package, and (with O(base)) files outside any package
+    unchanged except where plugins may write.
+  - C(compatibility) each plugin's Node version range admits the image.
+  - C(boot) optional, O(boot_test): boots the ISO in QEMU and checks that the running system lists
+    the plugins.
+  - Fails with the list of violations when the ISO is not certified. The JSON report is written
+    (atomically) either way when O(report) is set.
+extends_documentation_fragment:
+  - ovirt.node_plugins._attributes
+attributes:
+  check_mode:
+    support: full
+    details: Runs every check; the report is not written.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: The report is rewritten only when its content (apart from its time) changes.
+options:
+  src:
+    description: The ISO to certify.
+    type: path
+    required: true
+  base:
+    description:
+      - The original ISO the rebuild started from. Adds the comparison of boot records and of
+        files outside packages. Unset compares against the manifests recorded in the ISO.
+    type: path
+  plugins:
+    description: Plugin tarballs the ISO must have been built with (their sha256 must be in the build record).
+    type: list
+    elements: path
+    default: []
+  boot_test:
+    description: Boot the ISO in QEMU from a CD with V(bios) or V(uefi) firmware, on V(all) four paths (CD and hybrid disk, BIOS and UEFI), or V(none).
+    type: str
+    choices: [none, bios, uefi, all]
+    default: none
+  boot_timeout:
+    description: Seconds each boot may take before it counts as failed.
+    type: int
+    default: 300
+  marker_regex:
+    description:
+      - For ISOs without the test marker line (a real oVirt Node), a regular expression whose match on
+        the serial console proves the boot, such as V(login:). Unset expects the C(NODE-MARKER) line.
+    type: str
+  report:
+    description: Where to write the JSON certification report. Unset writes none.
+    type: path
+  sign_key:
+    description: OpenPGP key id to sign the report with (detached, C(<report>.asc)). Unset leaves it unsigned.
+    type: str
+  gnupg_home:
+    description: GnuPG home holding O(sign_key). Unset uses the default of the user running the module.
+    type: path
+requirements:
+  - pycdlib
+  - xorriso
+  - squashfs-tools
+  - e2fsprogs
+  - libguestfs with its Python bindings
+  - QEMU and OVMF (for O(boot_test))
+seealso:
+  - module: ovirt.node_plugins.node_plugin_apply
+"""
+
+EXAMPLES = r"""
+- name: Certify the rebuilt ISO against its base and plugins, with a UEFI boot test
+  ovirt.node_plugins.node_iso_verify:
+    src: /srv/iso/out/ovirt-node-iso-2.5.0-1.0.fc17-vendor-agent.iso
+    base: /srv/iso/ovirt-node-iso-2.5.0-1.0.fc17.iso
+    plugins:
+      - /srv/plugins/vendor-agent-1.0.plugin.tar.gz
+    boot_test: uefi
+    report: /srv/iso/out/certification.json
+
+- name: Certify a real Node ISO, proving the boot by its login prompt
+  ovirt.node_plugins.node_iso_verify:
+    src: /srv/iso/out/rhevh-custom.iso
+    boot_test: bios
+    marker_regex: "login:"
+    report: /srv/iso/out/rhevh-custom.json
+    sign_key: release@example.com
+"""
+
+RETURN = r"""
+certified:
+  description: True when every check passed.
+  returned: always
+  type: bool
+sha256:
+  description: sha256 of the ISO.
+  returned: always
+  type: str
+checks:
+  description: Each check with C(name), C(passed), C(evidence) and C(violations).
+  returned: always
+  type: list
+  elements: dict
+violations:
+  description: Every violation, prefixed with its check's name.
+  returned: always
+  type: list
+  elements: str
+report:
+  description: Path of the JSON report (null when O(report) is unset).
+  returned: always
+  type: str
+signature:
+  description: Path of the detached signature of the report, when O(sign_key) is set.
+  returned: always
+  type: str
+durations:
+  description: Seconds per stage.
+  returned: always
+  type: dict
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
+    IMPORT_ERROR = None
+except ImportError as exc:  # pycdlib, rpm or guestfs bindings missing
+    IMPORT_ERROR = exc
+    IMPORT_TRACEBACK = traceback.format_exc()
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "src": {"type": "path", "required": True},
+            "base": {"type": "path"},
+            "plugins": {"type": "list", "elements": "path", "default": []},
+            "boot_test": {"type": "str", "choices": ["none", "bios", "uefi", "all"], "default": "none"},
+            "boot_timeout": {"type": "int", "default": 300},
+            "marker_regex": {"type": "str"},
+            "report": {"type": "path"},
+            "sign_key": {"type": "str"},
+            "gnupg_home": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    if IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib(str(IMPORT_ERROR.name or IMPORT_ERROR)), exception=IMPORT_TRACEBACK)
+    params = module.params
+    request = VerifyRequest(src=params["src"], base=params["base"], plugins=params["plugins"],
+                            boot_test=params["boot_test"], boot_timeout=params["boot_timeout"],
+                            marker_regex=params["marker_regex"], report=params["report"],
+                            sign_key=params["sign_key"], gnupg_home=params["gnupg_home"],
+                            check_mode=module.check_mode)
+    try:
+        result = verify_iso(request)
+    except NodePluginError as exc:
+        module.fail_json(msg=str(exc))
+    output = result.to_dict()
+    output["changed"] = result.report_changed
+    if not result.certified:
+        module.fail_json(msg="the ISO is not certified: " + "; ".join(result.violations), **output)
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()
