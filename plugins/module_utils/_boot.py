@@ -3,8 +3,10 @@
 """Boot an ISO (CD or hybrid disk, BIOS or UEFI) or a PXE tree in QEMU and read what it proves.
 
 The serial console (ttyS0) is read from QEMU's stdout; a boot ends as soon as success is seen
-(the NODE-MARKER line, or a caller's regular expression such as a login prompt), when the guest
-powers off, or at the timeout, when QEMU is killed. The full console log is always returned.
+(the NODE-MARKER line, or a caller's regular expression such as a login prompt), as soon as a
+line proves failure (DEFAULT_FAILURE_REGEX: kernel panic, dracut's emergency shell; None turns
+it off), when the guest powers off, or at the timeout, when QEMU is killed. The full console log
+is always returned.
 
 The marker contract (the fixture's /sbin/init prints it; any image may): one line
 
@@ -43,6 +45,10 @@ BOOT_PATHS = ("cd-bios", "cd-uefi", "disk-bios", "disk-uefi")
 MARKER_PREFIX = "NODE-MARKER "
 MARKER_VERSION = "v=1"
 OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+# Console lines that prove a boot has failed and will not recover: stop at once instead of at the
+# timeout (a failed live boot otherwise waits in dracut's emergency shell for minutes).
+DEFAULT_FAILURE_REGEX = (r"Kernel panic - not syncing|Entering emergency mode|You are in emergency mode"
+                         r"|Give root password for maintenance|dracut: FATAL|No bootable device")
 # After success, how long the guest may take to power off by itself before QEMU is stopped.
 _POWEROFF_GRACE = 10.0
 _POLL = 0.25
@@ -184,6 +190,11 @@ def _qemu_base(memory_mib: int, uefi: bool) -> list[str]:
     return argv
 
 
+def _failure(text: str, failure_regex: re.Pattern[str] | None) -> str:
+    found = failure_regex.search(text) if failure_regex is not None else None
+    return f"the console shows a failed boot: {found.group(0)!r}" if found else ""
+
+
 def _success(text: str, marker_regex: re.Pattern[str] | None) -> tuple[dict[str, Any] | None, str]:
     if marker_regex is not None:
         found = marker_regex.search(text)
@@ -196,12 +207,13 @@ def _success(text: str, marker_regex: re.Pattern[str] | None) -> tuple[dict[str,
 
 
 def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: str | None = None,
-             poweroff_grace: float = _POWEROFF_GRACE) -> BootResult:
-    """Run QEMU until success is seen on the console, the guest stops, or timeout seconds pass.
+             failure_regex: str | None = DEFAULT_FAILURE_REGEX, poweroff_grace: float = _POWEROFF_GRACE) -> BootResult:
+    """Run QEMU until success or failure_regex is seen on the console, the guest stops, or timeout seconds pass.
 
     QEMU runs in its own process group, so a wrapper script and its children are stopped together.
     """
     pattern = re.compile(marker_regex, re.MULTILINE) if marker_regex else None
+    failure = re.compile(failure_regex, re.MULTILINE) if failure_regex else None
     started = time.monotonic()
     try:
         process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -218,9 +230,14 @@ def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: st
             exited = process.poll() is not None
             if exited:
                 reader.join(5)
-            marker, why = _success(reader.text(), pattern)
+            text = reader.text()
+            marker, why = _success(text, pattern)
             if why:
                 ok, reason, seconds = True, why, elapsed
+                break
+            reason = _failure(text, failure)
+            if reason:
+                seconds = elapsed
                 break
             if exited:
                 reason = f"QEMU exited with code {process.returncode} before success was seen on the console"
@@ -249,7 +266,8 @@ def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: st
 
 
 def boot_iso(iso: str, path: str, *, timeout: float = 240, memory_mib: int = 1024,
-             marker_regex: str | None = None, extra_qemu_args: Sequence[str] = ()) -> BootResult:
+             marker_regex: str | None = None, failure_regex: str | None = DEFAULT_FAILURE_REGEX,
+             extra_qemu_args: Sequence[str] = ()) -> BootResult:
     """Boot iso on one of BOOT_PATHS: as a CD-ROM or as a hybrid disk, with BIOS or UEFI firmware.
 
     The disk paths attach the ISO read-only in effect (snapshot=on: guest writes are discarded).
@@ -265,12 +283,12 @@ def boot_iso(iso: str, path: str, *, timeout: float = 240, memory_mib: int = 102
     else:
         argv += ["-drive", f"file={iso},format=raw,snapshot=on", "-boot", "c"]
     argv += list(extra_qemu_args)
-    return run_qemu(argv, path=path, timeout=timeout, marker_regex=marker_regex)
+    return run_qemu(argv, path=path, timeout=timeout, marker_regex=marker_regex, failure_regex=failure_regex)
 
 
 def boot_pxe(tftp_root: str, bootfile: str = "pxelinux.0", *, uefi: bool = False, timeout: float = 300,
              memory_mib: int = 1024, marker_regex: str | None = None,
-             extra_qemu_args: Sequence[str] = ()) -> BootResult:
+             failure_regex: str | None = DEFAULT_FAILURE_REGEX, extra_qemu_args: Sequence[str] = ()) -> BootResult:
     """Network-boot a TFTP tree through QEMU's built-in DHCP/TFTP server (user networking).
 
     BIOS uses the NIC's iPXE ROM and expects a pxelinux-style bootfile; with uefi=True the
@@ -282,4 +300,5 @@ def boot_pxe(tftp_root: str, bootfile: str = "pxelinux.0", *, uefi: bool = False
     argv = _qemu_base(memory_mib, uefi) + [
         "-netdev", f"user,id=n0,tftp={tftp_root},bootfile={bootfile}", "-device", "e1000,netdev=n0", "-boot", "n"]
     argv += list(extra_qemu_args)
-    return run_qemu(argv, path="pxe-uefi" if uefi else "pxe-bios", timeout=timeout, marker_regex=marker_regex)
+    return run_qemu(argv, path="pxe-uefi" if uefi else "pxe-bios", timeout=timeout, marker_regex=marker_regex,
+                    failure_regex=failure_regex)

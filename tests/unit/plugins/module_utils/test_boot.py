@@ -107,6 +107,15 @@ def test_runner_reports_an_exit_without_marker():
     assert not result.ok and "exited with code 3" in result.reason and "Kernel panic" in result.log
 
 
+def test_runner_stops_early_on_a_failure_line():
+    script = "echo 'Checking: 100.0%'; echo 'Entering emergency mode. Exit the shell to continue.'; exec sleep 60"
+    result = run_qemu(_fake_qemu(script), path="cd-bios", timeout=30)
+    assert not result.ok and "emergency mode" in result.reason and result.seconds < 15
+    # Without a failure pattern the same boot runs into the timeout.
+    result = run_qemu(_fake_qemu(script), path="cd-bios", timeout=1, failure_regex=None)
+    assert not result.ok and "within 1 s" in result.reason
+
+
 def test_marker_regex_for_images_without_a_marker():
     result = run_qemu(_fake_qemu("echo 'Welcome'; echo 'localhost login: '; sleep 60"), path="cd-bios",
                       timeout=30, marker_regex=r"^\S+ login: ", poweroff_grace=0.5)
