@@ -10,7 +10,7 @@ module: node_pxe_tree
 short_description: Make a PXE boot tree (pxelinux, GRUB 2 EFI, HTTP) from an oVirt Node ISO
 version_added: 1.0.0
 author:
-  - ovirt.node_plugins maintainers
+  - ovirt.node_plugins maintainers (@ovirt)
 description:
   - Makes the boot tree that C(livecd-iso-to-pxeboot) makes (C(vmlinuz0), C(initrd0.img) with the
     stripped ISO appended as a gzip'd newc cpio, C(pxelinux.0), C(ldlinux.c32),
@@ -135,7 +135,7 @@ dest:
   returned: always
   type: str
 reason:
-  description: Why the module did or did not build (V(built in N s), V(would build), V(up to date: ...)).
+  description: "Why the module did or did not build: V(built in N s), V(would build) or V(up to date: ...)."
   returned: always
   type: str
 iso_sha256:
@@ -183,17 +183,11 @@ durations:
   type: dict
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-try:
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._pxe import PxeTreeRequest, build_pxe_tree
-    IMPORT_ERROR = None
-except ImportError as exc:  # pycdlib missing
-    IMPORT_ERROR = exc
-    IMPORT_TRACEBACK = traceback.format_exc()
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import HAS_PYCDLIB, PYCDLIB_IMPORT_ERROR
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._pxe import PxeTreeRequest, build_pxe_tree
 
 
 def main() -> None:
@@ -216,8 +210,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib(str(IMPORT_ERROR.name or IMPORT_ERROR)), exception=IMPORT_TRACEBACK)
+    if not HAS_PYCDLIB:
+        module.fail_json(msg=missing_required_lib("pycdlib"), exception=str(PYCDLIB_IMPORT_ERROR))
     params = module.params
     request = PxeTreeRequest(
         src=params["src"], dest=params["dest"], iso_name=params["iso_name"] or None, label=params["label"],
