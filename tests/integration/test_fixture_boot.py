@@ -56,7 +56,7 @@ def boots(node_iso, node_iso_factory, tmp_path_factory) -> dict[str, BootResult]
         futures.update({name: pool.submit(func, *args, timeout=BOOT_TIMEOUT) for name, (func, args) in jobs.items()})
         results = {name: future.result() for name, future in futures.items()}
     for name, result in results.items():
-        print(f"boot {name}: ok={result.ok} {result.seconds} s to marker ({result.reason})")
+        print(f"boot {name}: ok={result.ok} after {result.seconds} s ({result.reason})")
     return results
 
 
