@@ -216,12 +216,12 @@ def _run_build(args: argparse.Namespace) -> dict:
                            keyring=args.keyring, allow_unlisted_paths=args.allow_unlisted_paths,
                            compression=args.compression, keep_workdir=args.keep_workdir, force=args.force)
     with _StageProgress(not args.json) as progress:
-        applied = apply_plugins(request, progress=progress.stage)
+        applied = apply_plugins(request, progress=lambda stage: progress.stage(f"apply: {stage}"))
         verified = verify_iso(VerifyRequest(src=applied.path, base=args.iso, plugins=args.plugins,
                                             boot_test=args.boot_test, marker_regex=args.marker_regex,
                                             report=args.report or f"{applied.path}.certification.json",
                                             sign_key=args.sign_key, gnupg_home=args.gnupg_home),
-                              progress=progress.stage)
+                              progress=lambda stage: progress.stage(f"verify: {stage}"))
     return {"apply": applied.to_dict(), "verify": verified.to_dict(), "certified": verified.certified}
 
 
