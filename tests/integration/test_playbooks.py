@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The playbooks end to end against two local folders standing for PXE servers.
 
 site.yml (build -> verify -> deploy) twice: the second run changes nothing; a new plugin version
@@ -76,6 +76,7 @@ def site_vars(lab: Lab, plugin: str) -> dict:
 @pytest.fixture(scope="module")
 def lab(node_iso, example_rpms, tmp_path_factory) -> Lab:
     root = str(tmp_path_factory.mktemp("lab"))
+    os.makedirs(os.path.join(root, "plugins"))
     plugins = {}
     for version, key in (("1.0", "vendor-agent"), ("1.1", "vendor-agent-1.1")):
         built = build_plugin(PluginBuildRequest(
