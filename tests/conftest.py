@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Shared pytest set-up: the collection is importable through .venv (make setup).
 
 Session fixtures for the Node-like fixture ISO and the example plugin RPMs. They are built once per

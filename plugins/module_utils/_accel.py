@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Which virtualization accelerator QEMU and libguestfs use: one setting, decided once.
 
 The setting is the environment variable OVIRT_NODE_PLUGINS_ACCEL: ``tcg`` (software emulation,

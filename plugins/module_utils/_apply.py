@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The rebuild engine: a base Node ISO + plugins -> a customized ISO, the way edit-node did it.
 
 One readable sequence of named stages (each timed):
@@ -572,4 +572,3 @@ def _build_record(request: ApplyRequest, prepared: _Prepared, result: ApplyResul
         options=request.options_for_digest(), inputs_digest=prepared.digest, update=number,
         packages=dict(result.packages), kernel_args=dict(result.kernel_args),
         created=moment.strftime("%Y-%m-%dT%H:%M:%SZ"), history=history)
-

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Boot an ISO (CD or hybrid disk, BIOS or UEFI) or a PXE tree in QEMU and read what it proves.
 
 The serial console (ttyS0) is read from QEMU's stdout; a boot ends as soon as success is seen

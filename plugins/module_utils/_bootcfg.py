@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Boot configurations of a Node ISO: isolinux.cfg, GRUB 2 grub.cfg, grub-legacy BOOTX64.conf.
 
 Edits are pure functions, text in, text out, plus the list of what changed; everything outside

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ``ovirt-plugin-build`` command: a thin argparse front over the library, no logic of its own.
 
 Each subcommand is one ``_add_<name>(subparsers)`` function that declares its flags and sets

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ISO -> facts, and optionally the ISO tree and the root image on disk (module node_iso_extract).
 
 Facts come from reading the ISO in place (pycdlib, xorriso reports, unsquashfs and debugfs).

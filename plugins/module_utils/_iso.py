@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ISO 9660 images: read with pycdlib (no root, no loop mount), rewrite with xorriso boot replay.
 
 Reading prefers Rock Ridge names, then Joliet, then plain ISO 9660. Files are streamed, never held

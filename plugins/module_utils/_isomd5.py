@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Implant and check the md5 that isomd5sum keeps in the ISO's primary volume descriptor.
 
 Byte-compatible with ``implantisomd5``/``checkisomd5`` (and with ``rd.live.check`` at boot): the

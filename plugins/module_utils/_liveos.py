@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The LiveOS layout of a Node ISO: LiveOS/squashfs.img holding LiveOS/ext3fs.img (or rootfs.img).
 
 The squashfs superblock is parsed here, streamed straight from the ISO; the root image comes out

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The vendor's packager: RPMs + recipe + metadata -> a plugin tarball (format 1).
 
 One function, build_plugin(), serves the module node_plugin_build and ``ovirt-plugin-build pack``.

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The plugin format (version 1): manifest, reproducible tarball writing, and safe reading.
 
 A plugin is ``<name>-<version>.plugin.tar.gz`` holding ``manifest.json``, an optional detached

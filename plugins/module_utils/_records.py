@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What an edit leaves behind for Node users and for the tools: records, manifests, build record.
 
 Formats users expect (edit-node, see FACTS.md):

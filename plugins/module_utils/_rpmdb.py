@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The packages and plugins installed in a Node image, read without booting it and without libguestfs.
 
 The image's rpm database folder is copied out of the ext root image with debugfs and queried with

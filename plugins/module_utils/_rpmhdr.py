@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """RPM package files: headers read with the rpm bindings, the allowed-path policy, signatures.
 
 Signatures are checked against a keyring the caller gives, in a temporary GnuPG home and a

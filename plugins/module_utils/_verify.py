@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Certification of a rebuilt Node ISO: every claim checked, each with its evidence.
 
 Checks (each reported separately, pass or fail, with evidence and violations a person can act on):
@@ -148,13 +148,13 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
     try:
         say("image")
         with timer.stage("image"):
+            facts: _ImageFacts | str
             try:
                 facts = _inspect_images(request, workdir, build)
             except NodePluginError as exc:
-                facts = None
-                unreadable = f"the root image cannot be read: {exc.render()}"
-        if facts is None:
-            checks += [Check("plugins", violations=[unreadable]), Check("core", violations=[unreadable])]
+                facts = f"the root image cannot be read: {exc.render()}"
+        if isinstance(facts, str):
+            checks += [Check("plugins", violations=[facts]), Check("core", violations=[facts])]
         else:
             checks.append(_check_plugins(request, build, record_problem, facts))
             checks.append(_check_core(request, build, facts))
@@ -374,8 +374,8 @@ def _check_plugins(request: VerifyRequest, build: records.BuildRecord | None, pr
         return check
     installed = _installed(facts)
     recorded_digests = [plugin["sha256"] for plugin in build.plugins]
-    check.evidence.append("build record: " + ", ".join(f"{p['name']} {p['version']} (sha256 {p['sha256'][:12]})"
-                                                     for p in build.plugins))
+    recorded = [f"{p['name']} {p['version']} (sha256 {p['sha256'][:12]})" for p in build.plugins]
+    check.evidence.append("build record: " + ", ".join(recorded))
     if request.plugins:
         given = [cached_sha256(path) for path in request.plugins]
         for path, digest in zip(request.plugins, given):

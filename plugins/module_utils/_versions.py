@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Version ranges of compatible Node releases, compared the way rpm compares versions.
 
 Syntax (documented in docs/plugin-format.md): clauses separated by commas, all of which must

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module node_iso_verify: certify a rebuilt Node ISO."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ module: node_iso_verify
 short_description: Certify a rebuilt oVirt Node ISO
 version_added: 1.0.0
 author:
-  - ovirt.node_plugins maintainers
+  - ovirt.node_plugins maintainers (@ovirt)
 description:
   - Checks everything a rebuilt Node ISO claims and reports each check separately, with its evidence
     and the violations a person can act on.
@@ -25,8 +25,8 @@ description:
     C(rpm -V), no base file owned by a plugin package, and (with O(base)) files outside any package
     unchanged except where plugins may write.
   - C(compatibility) each plugin's Node version range admits the image.
-  - C(boot) optional, O(boot_test): boots the ISO in QEMU and checks that the running system lists
-    the plugins.
+  - C(boot) (optional, see O(boot_test)) boots the ISO in QEMU and checks that the running system
+    lists the plugins.
   - Fails with the list of violations when the ISO is not certified. The JSON report is written
     (atomically) either way when O(report) is set.
 extends_documentation_fragment:
@@ -149,6 +149,7 @@ try:
     from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
     from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
     IMPORT_ERROR = None
+    IMPORT_TRACEBACK = None
 except ImportError as exc:  # pycdlib, rpm or guestfs bindings missing
     IMPORT_ERROR = exc
     IMPORT_TRACEBACK = traceback.format_exc()
@@ -164,7 +165,7 @@ def main() -> None:
             "boot_timeout": {"type": "int", "default": 300},
             "marker_regex": {"type": "str"},
             "report": {"type": "path"},
-            "sign_key": {"type": "str"},
+            "sign_key": {"type": "str", "no_log": False},
             "gnupg_home": {"type": "path"},
         },
         supports_check_mode=True,

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module node_plugin_apply: rebuild a Node ISO with plugins."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ module: node_plugin_apply
 short_description: Rebuild an oVirt Node ISO with one or more plugins
 version_added: 1.0.0
 author:
-  - ovirt.node_plugins maintainers
+  - ovirt.node_plugins maintainers (@ovirt)
 description:
   - Installs the packages of each plugin into the root filesystem of a Node ISO with the image's
     own C(rpm), runs the plugin's recipe (V(part / --size), V(bootloader --append), C(%pre),
@@ -149,7 +149,7 @@ path:
   type: str
   sample: /srv/iso/out/ovirt-node-iso-2.5.0-1.0.fc17-vendor-agent.iso
 reason:
-  description: Why the module did or did not build (V(built), V(would build), V(up to date: ...)).
+  description: Why the module did or did not build (V(built), V(would build), or why the output is up to date).
   returned: always
   type: str
 sha256:
@@ -222,6 +222,7 @@ try:
     from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import ApplyRequest, apply_plugins
     from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
     IMPORT_ERROR = None
+    IMPORT_TRACEBACK = None
 except ImportError as exc:  # pycdlib, rpm or guestfs bindings missing
     IMPORT_ERROR = exc
     IMPORT_TRACEBACK = traceback.format_exc()

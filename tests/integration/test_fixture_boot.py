@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The fixture ISO boots on every path (CD and hybrid disk, BIOS and UEFI, PXE, rd.live.check).
 
 All boots of this module run once, two at a time (TCG guests on 2 cores do not slow each other),

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ISO layer on the real Node-like fixture ISO: every fact on every variant, and a rewritten ISO
 (new kernel argument and a new volume label, in isolinux.cfg, EFI/BOOT/grub.cfg and the
 grub.cfg inside efiboot.img) that still boots on all four ISO paths with the change visible."""

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Certification on real ISOs: the end user's command certifies a good rebuild, and each kind of
 tampering is caught by the check that owns it, with a message a person can act on."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Small RPMs and OpenPGP keys for tests, built with the real rpmbuild and gpg and cached by content.
 
 Cache: $OVIRT_NODE_PLUGINS_CACHE (default: .cache in the checkout)/test-rpms/<hash>/ and

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Small LiveOS-like ISOs for the ISO-layer unit tests, built once per session with real tools.
 
 The layout follows a Node ISO (isolinux/, EFI/BOOT/, efiboot.img, LiveOS/squashfs.img holding an

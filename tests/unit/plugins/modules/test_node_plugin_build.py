@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """node_plugin_build run through ansible for real: changed, then unchanged; check mode; failures."""
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from ansible_collections.ovirt.node_plugins.plugins.modules import node_plugin_build
 from tests.ansible_run import run_module
 from tests.unit import rpmhelpers
-
 
 
 @pytest.fixture(scope="module")
