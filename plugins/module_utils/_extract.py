@@ -12,13 +12,13 @@ symlink, and a destination that was not made by this code is never replaced.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
 
+from ._digests import cached_sha256
 from ._errors import NodePluginError
 from ._iso import BootConfig, IsoReader, boot_configs, boot_records, check_complete, read_hybrid
 from ._isomd5 import check as check_md5_sum
@@ -30,7 +30,6 @@ from ._run import StageTimer
 
 STAMP = ".node_iso_extract.json"
 _UPDATE_DIR = re.compile(r"^/isolinux/update(\d+)$")
-_HASH_CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +42,6 @@ class ExtractRequest:
     packages: bool = False
     check_md5: bool = False
     check_mode: bool = False
-
-
-def sha256_file(path: str) -> str:
-    """sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _entry_dict(config: BootConfig) -> list[dict]:
@@ -226,7 +216,7 @@ def extract_iso(request: ExtractRequest) -> dict:
     with timer.stage("md5"):
         md5 = _md5_state(src, request.check_md5)
     with timer.stage("sha256"):
-        iso_sha256 = sha256_file(src)
+        iso_sha256 = cached_sha256(src)
     changed = False
     result: dict = {"dest": dest, "rootfs_dest": rootfs_dest, "root_image_path": None, "packages": None,
                     "plugins": None}

@@ -17,9 +17,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
+from ._digests import file_sha256
 from ._errors import NodePluginError
 from ._plugin import (MANIFEST, RECIPE, RPMS_DIR, SIGNATURE, Member, NodeCompat, PackageEntry, PluginArchive,
-                      PluginManifest, RecipeEntry, created_now, file_sha256, open_plugin, plugin_file_name,
+                      PluginManifest, RecipeEntry, created_now, open_plugin, plugin_file_name,
                       source_date_epoch, tarball_digest, validate_manifest, write_tarball, check_recipe_repos)
 from ._recipe import generate_recipe, parse_recipe
 from ._rpmdeps import InstalledPackage, read_package_list, resolve_closure

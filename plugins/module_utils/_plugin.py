@@ -24,6 +24,7 @@ import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 
+from ._digests import file_sha256
 from ._errors import NodePluginError
 from ._plugin_schema import SCHEMA
 from ._recipe import Recipe, parse_recipe
@@ -268,14 +269,6 @@ def tarball_digest(members: list[Member], mtime: int) -> tuple[str, int]:
     sink = _HashingSink()
     _write_tar(sink, members, mtime)
     return sink.digest.hexdigest(), sink.size
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_tarball(dest: str, members: list[Member], mtime: int) -> WriteResult:
