@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -48,6 +49,7 @@ class PlayRun:
     rc: int
     recap: dict[str, dict[str, int]]
     output: str
+    seconds: float
 
 
 def play(lab: Lab, playbook: str, extra_vars: dict, *args: str) -> PlayRun:
@@ -59,11 +61,14 @@ def play(lab: Lab, playbook: str, extra_vars: dict, *args: str) -> PlayRun:
         yaml.safe_dump(extra_vars, handle)
     command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", lab.inventory,
                os.path.join(PLAYBOOKS, playbook), "-e", f"@{vars_file}", *args]
+    started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=900)
+    seconds = round(time.monotonic() - started, 1)
+    print(f"{playbook} {' '.join(args)}: exit {done.returncode} in {seconds} s")
     recap = {match.group(1): {"ok": int(match.group(2)), "changed": int(match.group(3)),
                               "unreachable": int(match.group(4)), "failed": int(match.group(5))}
              for match in _RECAP.finditer(done.stdout.split("PLAY RECAP")[-1])}
-    return PlayRun(rc=done.returncode, recap=recap, output=done.stdout + done.stderr)
+    return PlayRun(rc=done.returncode, recap=recap, output=done.stdout + done.stderr, seconds=seconds)
 
 
 def site_vars(lab: Lab, plugin: str) -> dict:
