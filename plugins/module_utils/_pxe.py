@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """PXE boot trees made from a Node ISO, the way livecd-iso-to-pxeboot does it, plus what it never had.
 
 The tree (``dest``)::

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module node_pxe_tree: a PXE (BIOS and UEFI) and HTTP boot tree made from a Node ISO."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # Copyright: contributors to ovirt.node_plugins
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """node_pxe_tree run through ansible on the fixture ISO: changed, then unchanged; check mode; failures."""
 from __future__ import annotations
 
