@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The playbooks end to end against two local folders standing for PXE servers.
 
-site.yml (build -> verify -> deploy) twice: the second run changes nothing; a new plugin version
+package_plugin.yml makes the plugins (v1.0, v1.1); site.yml (build -> verify -> deploy) twice: the second run changes nothing; a new plugin version
 makes a new release and a switch (the deployed release boots over PXE with the new plugin);
 rollback.yml switches back; a server whose copy fails its checksums is not switched; check mode
 writes nothing; a missing input is refused. The tests run in file order and share one lab.
@@ -10,6 +10,7 @@ writes nothing; a missing input is refused. The tests run in file order and shar
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import subprocess
@@ -20,7 +21,6 @@ import pytest
 import yaml
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._boot import boot_pxe
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from tests.fixtures._cache import REPO_ROOT
 
 PLAYBOOKS = os.path.join(REPO_ROOT, "playbooks")
@@ -81,13 +81,6 @@ def site_vars(lab: Lab, plugin: str) -> dict:
 @pytest.fixture(scope="module")
 def lab(node_iso, example_rpms, tmp_path_factory) -> Lab:
     root = str(tmp_path_factory.mktemp("lab"))
-    os.makedirs(os.path.join(root, "plugins"))
-    plugins = {}
-    for version, key in (("1.0", "vendor-agent"), ("1.1", "vendor-agent-1.1")):
-        built = build_plugin(PluginBuildRequest(
-            name="vendor-agent", version=version, rpms=[example_rpms.by_name[key]], repos=[example_rpms.dir],
-            target_iso=node_iso.iso, node_versions=">= 2.5.0, < 2.6", output=os.path.join(root, "plugins") + "/"))
-        plugins[version] = {"path": built.path, "sha256": built.sha256}
     hosts = {host: {"node_pxe_deploy_tftp_root": os.path.join(root, host, "tftp")} for host in SERVERS}
     hosts["pxe-a"]["node_pxe_deploy_keep_releases"] = 2
     inventory = {"all": {
@@ -99,7 +92,27 @@ def lab(node_iso, example_rpms, tmp_path_factory) -> Lab:
     path = os.path.join(root, "inventory.yml")
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(inventory, handle)
-    return Lab(root=root, inventory=path, plugins=plugins, base_iso=node_iso.iso)
+    return Lab(root=root, inventory=path, plugins={}, base_iso=node_iso.iso)
+
+
+def test_package_plugin_makes_the_tarballs_and_their_checksums(lab, example_rpms):
+    for version, key in (("1.0", "vendor-agent"), ("1.1", "vendor-agent-1.1")):
+        package_vars = {"node_plugin_package_name": "vendor-agent", "node_plugin_package_version": version,
+                        "node_plugin_package_rpms": [example_rpms.by_name[key]],
+                        "node_plugin_package_repos": [example_rpms.dir],
+                        "node_plugin_package_target_iso": lab.base_iso,
+                        "node_plugin_package_node_versions": ">= 2.5.0, < 2.6",
+                        "node_plugin_package_output_dir": os.path.join(lab.root, "plugins")}
+        run = play(lab, "package_plugin.yml", package_vars)
+        assert run.rc == 0 and run.recap["localhost"]["changed"] > 0, run.output[-6000:]
+        tarball = os.path.join(lab.root, "plugins", f"vendor-agent-{version}.plugin.tar.gz")
+        with open(tarball, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()
+        with open(tarball + ".sha256", encoding="utf-8") as handle:
+            assert handle.read() == f"{digest}  vendor-agent-{version}.plugin.tar.gz\n"
+        lab.plugins[version] = {"path": tarball, "sha256": digest}
+    again = play(lab, "package_plugin.yml", package_vars)
+    assert again.rc == 0 and again.recap["localhost"]["changed"] == 0, again.output[-6000:]
 
 
 def _release_of(lab: Lab, plugin: str) -> str:
