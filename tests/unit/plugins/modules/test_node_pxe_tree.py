@@ -3,28 +3,14 @@
 """node_pxe_tree run through ansible on the fixture ISO: changed, then unchanged; check mode; failures."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 
-from tests.unit import rpmhelpers
-
-VENV = os.path.join(rpmhelpers.TOP, ".venv")
+from tests.ansible_run import run_module
 
 
 def _ansible(args: dict, *extra: str) -> dict:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(VENV, "collections"),
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_NOCOLOR="1")
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    done = subprocess.run([ansible, "localhost", "-m", "ovirt.node_plugins.node_pxe_tree", "-a", json.dumps(args),
-                           "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-                          capture_output=True, text=True, env=env, check=False, timeout=300)
-    head, _arrow, body = done.stdout.partition(" => ")
-    assert body, f"no result from ansible:\n{done.stdout}\n{done.stderr}"
-    result = json.loads(body)
-    result["status"] = head.rsplit("| ", 1)[-1].strip()
-    return result
+    return run_module("node_pxe_tree", args, *extra, timeout=300)
 
 
 def test_changed_then_unchanged_and_check_mode(node_iso, tmp_path):
