@@ -39,6 +39,7 @@ from typing import Any
 
 from ._accel import qemu_accel_args
 from ._errors import NodePluginError
+from ._records import parse_plugin_record
 from ._run import require_tool
 
 BOOT_PATHS = ("cd-bios", "cd-uefi", "disk-bios", "disk-uefi")
@@ -113,14 +114,10 @@ def _version_info(text: str) -> dict[str, str]:
 
 def _plugin_record(text: str) -> dict[str, str] | None:
     """{"name", "version"} from an /etc/ovirt-plugins.d record (Name:/Version:/Install Date: lines)."""
-    record = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            record.setdefault(key.strip().lower(), value.strip())
-    if not record.get("name"):
+    fields = parse_plugin_record(text)
+    if not fields or not fields["Name"]:
         return None
-    return {"name": record["name"], "version": record.get("version", "")}
+    return {"name": fields["Name"], "version": fields.get("Version", "")}
 
 
 def parse_marker(console_text: str) -> dict[str, Any] | None:

@@ -17,6 +17,8 @@ import tempfile
 
 from ._errors import NodePluginError
 from ._liveos import dump_root_tree, extract_root_image, list_root_dir, read_root_file
+from ._records import parse_plugin_record as records_parse
+from ._rpmdeps import InstalledPackage
 
 try:
     import rpm
@@ -28,25 +30,6 @@ RPMDB_PATH = "/var/lib/rpm"
 PLUGIN_RECORDS = "/etc/ovirt-plugins.d"
 # Files of the records folder that plugins ship and that are not records of installed packages.
 PLUGIN_SIDE_FILES = (".firewall", ".minimize", ".logs")
-
-
-@dataclasses.dataclass(frozen=True)
-class InstalledPackage:
-    """One installed RPM: its NEVRA and what it provides (name or ``name OP evr`` strings)."""
-
-    name: str
-    epoch: int | None
-    version: str
-    release: str
-    arch: str
-    nevra: str
-    provides: list[str]
-    install_time: int | None = None
-
-    @property
-    def evr(self) -> str:
-        prefix = f"{self.epoch}:" if self.epoch is not None else ""
-        return f"{prefix}{self.version}-{self.release}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +75,8 @@ def read_rpmdb(dbpath: str) -> list[InstalledPackage]:
             packages.append(InstalledPackage(
                 name=_text(header[rpm.RPMTAG_NAME]), epoch=int(epoch) if epoch is not None else None,
                 version=_text(header[rpm.RPMTAG_VERSION]), release=_text(header[rpm.RPMTAG_RELEASE]),
-                arch=_text(header[rpm.RPMTAG_ARCH] or "noarch"), nevra=_text(header[rpm.RPMTAG_NEVRA]),
-                provides=provides, install_time=header[rpm.RPMTAG_INSTALLTIME]))
+                arch=_text(header[rpm.RPMTAG_ARCH] or "noarch"), provides=tuple(provides),
+                install_time=header[rpm.RPMTAG_INSTALLTIME]))
         transaction.closeDB()
     finally:
         rpm.delMacro("_db_backend")
@@ -146,13 +129,9 @@ def image_packages(image: str, workdir: str | None = None) -> list[InstalledPack
 
 def parse_plugin_record(text: str, *, record: str) -> InstalledPlugin:
     """Parse one edit-node record (three ``Key:value`` lines, no space after the colon)."""
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip().lower()] = value.strip()
-    name = fields.get("name") or os.path.basename(record)
-    return InstalledPlugin(name=name, version=fields.get("version", ""), install_date=fields.get("install date", ""),
+    fields = records_parse(text) or {}
+    name = fields.get("Name") or os.path.basename(record)
+    return InstalledPlugin(name=name, version=fields.get("Version", ""), install_date=fields.get("Install Date", ""),
                            record=record)
 
 

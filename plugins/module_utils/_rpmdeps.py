@@ -40,7 +40,7 @@ ASSUMED_FILES = "(files-of-the-image, assumed from a plain package list)"
 
 @dataclass(frozen=True)
 class InstalledPackage:
-    """A package of the target image (the same fields as _rpmdb's InstalledPackage)."""
+    """A package of the target image: its NEVRA and what it provides (name or ``name OP evr``)."""
 
     name: str
     epoch: int | None
@@ -48,11 +48,17 @@ class InstalledPackage:
     release: str
     arch: str
     provides: tuple[str, ...] = ()
+    install_time: int | None = None
 
     @property
     def nevra(self) -> str:
         epoch = f"{self.epoch}:" if self.epoch else ""
         return f"{self.name}-{epoch}{self.version}-{self.release}.{self.arch}"
+
+    @property
+    def evr(self) -> str:
+        prefix = f"{self.epoch}:" if self.epoch is not None else ""
+        return f"{prefix}{self.version}-{self.release}"
 
 
 @dataclass(frozen=True)
