@@ -23,7 +23,8 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import 
     MANIFEST, RECIPE, Member, canonical_json, parse_manifest, write_tarball)
 
 HOST_CANARY = "/tmp/ovirt-node-plugins-apply-canary"
-RECIPE_V1 = f"""bootloader --append "vendor.debug=1 !quiet"
+RECIPE_V1 = f"""part / --size 96
+bootloader --append "vendor.debug=1 !quiet"
 repo --name=vendor --baseurl=file://rpms
 %packages
 vendor-agent
@@ -139,6 +140,7 @@ def test_records_and_manifests_as_node_users_expect(applied, work):
     assert record.inputs_digest == records.inputs_digest(record.base_sha256, [record.plugins[0]["sha256"]],
                                                          record.options)
     root = extract_root_image(applied.path, str(work / "root"))
+    assert os.path.getsize(root) == 96 * 1024 * 1024  # part / --size 96 grew the 64 MiB image
     plugin_record = read_root_file(root, "/etc/ovirt-plugins.d/vendor-agent").decode()
     assert plugin_record.startswith("Name:vendor-agent\nVersion:1.0-1.noarch\nInstall Date:")
     assert read_root_file(root, "/etc/ovirt-plugins-manifests.d/update1/delta-manifest-rpm.txt")

@@ -62,7 +62,8 @@ def play(lab: Lab, playbook: str, extra_vars: dict, *args: str) -> PlayRun:
     command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", lab.inventory,
                os.path.join(PLAYBOOKS, playbook), "-e", f"@{vars_file}", *args]
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=900)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=900,
+                          stdin=subprocess.DEVNULL)
     seconds = round(time.monotonic() - started, 1)
     print(f"{playbook} {' '.join(args)}: exit {done.returncode} in {seconds} s")
     recap = {match.group(1): {"ok": int(match.group(2)), "changed": int(match.group(3)),
