@@ -8,12 +8,11 @@ import os
 import re
 import subprocess
 
+import guestfs  # python3-guestfs, installed by make setup (bindep.txt)
 import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._accel import apply_libguestfs_env
 from tests.fixtures.nodeiso import FixtureSpec, build_fixture_iso, build_uncached
-
-guestfs = pytest.importorskip("guestfs", reason="python3-guestfs is a required dependency (make setup)")
 
 
 def _extract(iso: str, dest: str, *members: str) -> None:
