@@ -28,10 +28,11 @@ from collections.abc import Callable, Sequence
 
 from . import _records as records
 from ._bootcfg import BootEntry, list_entries, read_efiboot_file
-from ._digests import cached_sha256
+from ._digests import cached_sha256, is_cached
 from ._errors import NodePluginError
 from ._iso import (BootConfig, BootConfigEdits, IsoReader, boot_configs, check_complete, check_replayable,
                    edit_boot_configs, rewrite_iso)
+from ._isomd5 import check as check_md5
 from ._liveos import SquashfsSuperblock, find_root_image, list_squashfs, squashfs_superblock, stream_squashfs
 from ._nodeinfo import NodeInfo, node_info
 from ._plugin import PluginArchive, open_plugin, source_date_epoch
@@ -289,7 +290,11 @@ def _up_to_date(prepared: _Prepared, request: ApplyRequest) -> bool:
             record = records.BuildRecord.from_json(reader.read_bytes(records.BUILD_RECORD_ISO_PATH))
     except NodePluginError:
         return False
-    return record.inputs_digest == prepared.digest
+    if record.inputs_digest != prepared.digest:
+        return False
+    # The record says how the output was built, not that it is intact: unless the output still has
+    # the identity we saw when we wrote or last hashed it, its implanted md5 must hold.
+    return is_cached(prepared.dest) or bool(check_md5(prepared.dest).valid)
 
 
 # -- build -----------------------------------------------------------------------------------------

@@ -39,6 +39,14 @@ def _load(cache_path: str) -> dict[str, str]:
         return {}
 
 
+def is_cached(path: str) -> bool:
+    """True when the file still has the identity (size, mtime, inode) its cached digest was taken at."""
+    try:
+        return _identity(path) in _load(os.path.join(cache_dir(), _CACHE_FILE))
+    except OSError:
+        return False
+
+
 def cached_sha256(path: str) -> str:
     """sha256 of a file; reuse the stored value while the file's identity (size, mtime, inode) holds."""
     cache_path = os.path.join(cache_dir(), _CACHE_FILE)

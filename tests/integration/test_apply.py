@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -154,6 +155,23 @@ def test_rerun_with_the_same_inputs_is_a_quick_no_op(applied, node_iso, plugin_v
     assert time.monotonic() - started < 20
     assert os.stat(applied.path).st_mtime_ns == before.st_mtime_ns
     assert again.sha256 == applied.sha256
+
+
+def test_a_copied_output_is_trusted_by_its_md5_and_a_damaged_one_is_rebuilt(applied, node_iso, plugin_v1, work):
+    folder = work / "copied-output"
+    folder.mkdir()
+    copy = folder / os.path.basename(applied.path)
+    shutil.copyfile(applied.path, copy)
+    request = ApplyRequest(src=node_iso.iso, plugins=[plugin_v1], dest=str(folder))
+    assert not apply_plugins(request).changed  # a new file identity, but its md5 holds
+    with open(copy, "r+b") as handle:
+        handle.seek(os.path.getsize(copy) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    rebuilt = apply_plugins(request)
+    assert rebuilt.changed and rebuilt.reason == "built"
+    assert subprocess.run(["checkisomd5", str(copy)], capture_output=True, check=False).returncode == 0
 
 
 def test_check_mode_reports_and_writes_nothing(node_iso, plugin_v1, work):
