@@ -374,14 +374,11 @@ def _stage_live_tree(src: str, workdir: str) -> str:
     with IsoReader(src) as reader:
         for entry in reader.files():
             relative = entry.path.strip("/")
-            if not relative or relative.startswith("LiveOS/") or entry.symlink_target is not None:
+            if relative.startswith("LiveOS/") or entry.symlink_target is not None:
                 continue
             local = os.path.join(live, relative)
-            if entry.is_dir:
-                os.makedirs(local, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(local), exist_ok=True)
-                reader.extract(entry.path, local)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            reader.extract(entry.path, local)
     os.makedirs(live, exist_ok=True)
     return live
 
@@ -551,7 +548,7 @@ def _write_iso(request: ApplyRequest, prepared: _Prepared, result: ApplyResult, 
             os.symlink(target, local)
             place(f"isolinux/{link}", local)
         for relative, local in live_changes.items():
-            if relative in replace or relative.strip("/") in (path.strip("/") for path in replace):
+            if relative in (path.strip("/") for path in replace):
                 continue  # configs edited by the engine win over a script's copy
             place(relative, local)
     written = rewrite_iso(request.src, prepared.dest, replace_files=replace, add_files=add,

@@ -342,14 +342,6 @@ class RootImageSession:
             self._rpm = probe.output.strip().splitlines()[-1]
         return self._rpm
 
-    def installed_packages(self) -> list[str]:
-        """NEVRA of every package in the image's rpm database, queried with the image's rpm."""
-        result = self.run([self.rpm_binary(), "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"])
-        if not result.ok:
-            raise NodePluginError("the image's rpm could not list its packages", path=self.root_image,
-                                  details=result.output)
-        return sorted(line for line in result.output.splitlines() if line)
-
     def install_rpms(self, rpm_files: Sequence[str], *, nodeps: bool = False,
                      nosignature: bool = True) -> CommandResult:
         """Install or upgrade RPMs with the image's own rpm; scriptlets run in the image.
