@@ -12,7 +12,6 @@ bytes actually read, RPM header NEVRA), and each refusal is one line naming the 
 
 from __future__ import annotations
 
-import datetime
 import gzip
 import hashlib
 import io
@@ -28,6 +27,7 @@ from ._digests import file_sha256
 from ._errors import NodePluginError
 from ._plugin_schema import SCHEMA
 from ._recipe import Recipe, parse_recipe
+from ._reproducible import source_date_epoch, utc_timestamp
 from ._rpmhdr import TemporaryKeyring, read_header
 from ._versions import parse_range
 
@@ -134,19 +134,7 @@ def plugin_file_name(name: str, version: str) -> str:
 
 def created_now() -> str:
     """RFC 3339 UTC time of SOURCE_DATE_EPOCH when set, else of now (seconds precision)."""
-    epoch = source_date_epoch()
-    moment = datetime.datetime.now(datetime.timezone.utc) if epoch is None else \
-        datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise NodePluginError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds since 1970")
-    return int(value)
+    return utc_timestamp()
 
 
 def validate_manifest(data: object, where: str = MANIFEST) -> PluginManifest:
