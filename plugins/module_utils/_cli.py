@@ -4,8 +4,9 @@
 
 Each subcommand is one ``_add_<name>(subparsers)`` function that declares its flags and sets
 ``handler`` to a ``_run_<name>(args) -> dict`` function; main() prints the result (text or --json)
-and turns NodePluginError into a message on stderr and exit code 2. To add a subcommand (build,
-verify, inspect), write the two functions and list the adder in SUBCOMMANDS.
+and turns every failure into one line on stderr (_module.explain_failure) and exit code 2. To add a
+subcommand, write the two functions and list the adder in SUBCOMMANDS; name an output flag
+``--output`` or ``--report`` and error hints refer to it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,22 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from ._errors import NodePluginError
+from ._choices import BOOT_TESTS, COMPRESSORS, PLUGIN_KINDS
+from ._module import Failure, check_tmpdir, explain_failure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.progress import Progress, TaskID
 
 EXIT_OK = 0
-EXIT_NOT_CERTIFIED = 1
+EXIT_NOT_CERTIFIED = 1  # the verdict; no other failure may use it
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C
+# Flags whose values are outputs: an OSError hint says "choose another --output".
+_OUTPUT_FLAGS = ("output", "report")
 
 PACK_EPILOG = """\
 examples:
@@ -61,7 +71,7 @@ def _add_pack(subparsers) -> None:
                       help="kickstart-subset recipe (default: install the --rpm packages from rpms/)")
     what.add_argument("--persist", action="append", default=[], metavar="PATH",
                       help="absolute path the plugin needs kept across reboots on stateful installs; repeatable")
-    what.add_argument("--kind", choices=("standard", "kmod"), default="standard",
+    what.add_argument("--kind", choices=PLUGIN_KINDS, default="standard",
                       help="kmod: a kernel-module plugin, also allowed under /lib/modules, /lib/firmware, "
                            "/usr/share, /etc/modprobe.d, /etc/depmod.d")
     what.add_argument("--allow-path", action="append", default=[], metavar="PATH", dest="allow_paths",
@@ -115,8 +125,8 @@ class _StageProgress:
     """One line per stage on stderr: a rich spinner and timer on a terminal, plain lines otherwise."""
 
     def __init__(self, enabled: bool) -> None:
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
         self._plain = False
         if not enabled:
             return
@@ -179,14 +189,14 @@ def _add_apply_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyring", metavar="FILE", help="public keys plugin signatures must verify with")
     parser.add_argument("--allow-unlisted-paths", action="store_true",
                         help="install packages with files outside the allowed paths (trusted plugins only)")
-    parser.add_argument("--compression", choices=("gzip", "xz", "zstd", "lzo", "lz4", "lzma"),
+    parser.add_argument("--compression", choices=COMPRESSORS,
                         help="squashfs compressor of the output (default: the base's)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the work directory for debugging")
     parser.add_argument("--force", action="store_true", help="rebuild even when the output is up to date")
 
 
 def _add_verify_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--boot-test", choices=("none", "bios", "uefi", "all"), default="none",
+    parser.add_argument("--boot-test", choices=BOOT_TESTS, default="none",
                         help="boot the ISO in QEMU: from CD with BIOS or UEFI, or on all four paths")
     parser.add_argument("--marker-regex", metavar="REGEX",
                         help="for real Node ISOs: a console line that proves the boot, e.g. 'login:'")
@@ -329,19 +339,38 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return the exit code (0 ok, 1 not certified, 2 error; usage errors also exit 2)."""
+    """Run the command; return the exit code.
+
+    0 done (certified), 1 not certified (the only verdict), 2 any other failure as one line on stderr
+    naming the path (usage errors too), 130 interrupted. With -v a bug also prints its traceback.
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     try:
+        check_tmpdir()
         result = args.handler(args)
-    except NodePluginError as exc:
-        sys.stderr.write(f"ovirt-plugin-build {args.command}: error: {exc.render()}\n")
-        return EXIT_ERROR
-    result["check_mode"] = bool(getattr(args, "check", False))
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        result["check_mode"] = bool(getattr(args, "check", False))
+        if getattr(args, "json", False):
+            sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        else:
+            sys.stdout.write(args.describe(result) + "\n")
+    except (Exception, KeyboardInterrupt) as error:  # pylint: disable=broad-exception-caught
+        failure = explain_failure(error, {f"--{name}": getattr(args, name, None) for name in _OUTPUT_FLAGS})
+        trace = traceback.format_exc() if failure.bug and args.verbose else ""
     else:
-        sys.stdout.write(args.describe(result) + "\n")
-    return EXIT_NOT_CERTIFIED if result.get("certified") is False else EXIT_OK
+        return EXIT_NOT_CERTIFIED if result.get("certified") is False else EXIT_OK
+    _report_failure(args.command, failure, trace)
+    return EXIT_INTERRUPTED if failure.interrupted else EXIT_ERROR
+
+
+def _report_failure(command: str, failure: Failure, trace: str) -> None:
+    prefix = f"ovirt-plugin-build {command}"
+    if failure.interrupted:
+        sys.stderr.write(f"{prefix}: {failure.message}\n")
+    elif failure.bug:
+        sys.stderr.write(f"{trace}{prefix}: internal error, a bug of ovirt.node_plugins: {failure.message}. "
+                         f"Please report it with its traceback{'' if trace else ' (run again with -v to see it)'}\n")
+    else:
+        sys.stderr.write(f"{prefix}: error: {failure.message}\n")

@@ -325,16 +325,10 @@ durations:
   sample: {read ISO: 0.05, LiveOS: 0.02}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-
-try:
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._extract import ExtractRequest, extract_iso
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import HAS_PYCDLIB, PYCDLIB_IMPORT_ERROR
-except ImportError as exc:  # pragma: no cover - a broken installation
-    HAS_PYCDLIB = False
-    PYCDLIB_IMPORT_ERROR = exc
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._extract import ExtractRequest, extract_iso
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import run_engine
 
 ARGUMENT_SPEC = {
     "src": {"type": "path", "required": True},
@@ -347,13 +341,9 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    if not HAS_PYCDLIB:
-        module.fail_json(msg=missing_required_lib("pycdlib"), exception=str(PYCDLIB_IMPORT_ERROR))
     request = ExtractRequest(check_mode=module.check_mode, **{name: module.params[name] for name in ARGUMENT_SPEC})
-    try:
-        result = extract_iso(request)
-    except NodePluginError as exc:
-        module.fail_json(msg=exc.render())
+    requires = ("pycdlib", "rpm") if request.packages else ("pycdlib",)
+    result = run_engine(module, extract_iso, request, requires=requires, outputs=("dest", "rootfs_dest"))
     module.exit_json(**result)
 
 

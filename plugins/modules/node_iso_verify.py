@@ -31,6 +31,7 @@ description:
     (atomically) either way when O(report) is set.
 extends_documentation_fragment:
   - ovirt.node_plugins._attributes
+  - ovirt.node_plugins._attributes.PLATFORM
 attributes:
   check_mode:
     support: full
@@ -40,6 +41,8 @@ attributes:
   idempotent:
     support: full
     details: The report is rewritten only when its content (apart from its time) changes.
+  platform:
+    platforms: posix
 options:
   src:
     description: The ISO to certify.
@@ -141,47 +144,29 @@ durations:
   type: dict
 """
 
-import traceback
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._choices import BOOT_TESTS
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import run_engine
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
 
-try:
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
-    IMPORT_ERROR = None
-    IMPORT_TRACEBACK = None
-except ImportError as exc:  # pycdlib, rpm or guestfs bindings missing
-    IMPORT_ERROR = exc
-    IMPORT_TRACEBACK = traceback.format_exc()
+ARGUMENT_SPEC = {
+    "src": {"type": "path", "required": True},
+    "base": {"type": "path"},
+    "plugins": {"type": "list", "elements": "path", "default": []},
+    "boot_test": {"type": "str", "choices": list(BOOT_TESTS), "default": "none"},
+    "boot_timeout": {"type": "int", "default": 300},
+    "marker_regex": {"type": "str"},
+    "report": {"type": "path"},
+    "sign_key": {"type": "str", "no_log": False},
+    "gnupg_home": {"type": "path"},
+}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path", "required": True},
-            "base": {"type": "path"},
-            "plugins": {"type": "list", "elements": "path", "default": []},
-            "boot_test": {"type": "str", "choices": ["none", "bios", "uefi", "all"], "default": "none"},
-            "boot_timeout": {"type": "int", "default": 300},
-            "marker_regex": {"type": "str"},
-            "report": {"type": "path"},
-            "sign_key": {"type": "str", "no_log": False},
-            "gnupg_home": {"type": "path"},
-        },
-        supports_check_mode=True,
-    )
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib(str(IMPORT_ERROR.name or IMPORT_ERROR)), exception=IMPORT_TRACEBACK)
-    params = module.params
-    request = VerifyRequest(src=params["src"], base=params["base"], plugins=params["plugins"],
-                            boot_test=params["boot_test"], boot_timeout=params["boot_timeout"],
-                            marker_regex=params["marker_regex"], report=params["report"],
-                            sign_key=params["sign_key"], gnupg_home=params["gnupg_home"],
-                            check_mode=module.check_mode)
-    try:
-        result = verify_iso(request)
-    except NodePluginError as exc:
-        module.fail_json(msg=str(exc))
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    request = VerifyRequest(check_mode=module.check_mode, **{name: module.params[name] for name in ARGUMENT_SPEC})
+    result = run_engine(module, verify_iso, request, requires=("pycdlib", "rpm", "guestfs"), outputs=("report",))
     output = result.to_dict()
     output["changed"] = result.report_changed
     if not result.certified:

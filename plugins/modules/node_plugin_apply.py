@@ -25,6 +25,7 @@ description:
     directory is removed on success and on failure.
 extends_documentation_fragment:
   - ovirt.node_plugins._attributes
+  - ovirt.node_plugins._attributes.PLATFORM
 attributes:
   check_mode:
     support: full
@@ -34,6 +35,8 @@ attributes:
     details: Shows the kernel arguments of every boot entry and the plugin packages before and after.
   idempotent:
     support: full
+  platform:
+    platforms: posix
 options:
   src:
     description: The base Node ISO.
@@ -214,54 +217,35 @@ workdir:
   type: str
 """
 
-import traceback
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import ApplyRequest, apply_plugins
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._choices import COMPRESSORS, SELINUX_RELABEL
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import run_engine
 
-try:
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import ApplyRequest, apply_plugins
-    from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-    IMPORT_ERROR = None
-    IMPORT_TRACEBACK = None
-except ImportError as exc:  # pycdlib, rpm or guestfs bindings missing
-    IMPORT_ERROR = exc
-    IMPORT_TRACEBACK = traceback.format_exc()
+ARGUMENT_SPEC = {
+    "src": {"type": "path", "required": True},
+    "plugins": {"type": "list", "elements": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "volume_id": {"type": "str"},
+    "extra_kernel_args": {"type": "list", "elements": "str", "default": []},
+    "remove_kernel_args": {"type": "list", "elements": "str", "default": []},
+    "require_signed": {"type": "bool", "default": False},
+    "keyring": {"type": "path"},
+    "allow_unlisted_paths": {"type": "bool", "default": False},
+    "nodeps": {"type": "bool", "default": False},
+    "selinux_relabel": {"type": "str", "choices": list(SELINUX_RELABEL), "default": "auto"},
+    "compression": {"type": "str", "choices": list(COMPRESSORS)},
+    "keep_workdir": {"type": "bool", "default": False},
+    "force": {"type": "bool", "default": False},
+}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path", "required": True},
-            "plugins": {"type": "list", "elements": "path", "required": True},
-            "dest": {"type": "path", "required": True},
-            "volume_id": {"type": "str"},
-            "extra_kernel_args": {"type": "list", "elements": "str", "default": []},
-            "remove_kernel_args": {"type": "list", "elements": "str", "default": []},
-            "require_signed": {"type": "bool", "default": False},
-            "keyring": {"type": "path"},
-            "allow_unlisted_paths": {"type": "bool", "default": False},
-            "nodeps": {"type": "bool", "default": False},
-            "selinux_relabel": {"type": "str", "choices": ["auto", "always", "never"], "default": "auto"},
-            "compression": {"type": "str", "choices": ["gzip", "xz", "zstd", "lzo", "lz4", "lzma"]},
-            "keep_workdir": {"type": "bool", "default": False},
-            "force": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib(str(IMPORT_ERROR.name or IMPORT_ERROR)), exception=IMPORT_TRACEBACK)
-    params = module.params
-    request = ApplyRequest(
-        src=params["src"], plugins=params["plugins"], dest=params["dest"], volume_id=params["volume_id"],
-        extra_kernel_args=params["extra_kernel_args"], remove_kernel_args=params["remove_kernel_args"],
-        require_signed=params["require_signed"], keyring=params["keyring"],
-        allow_unlisted_paths=params["allow_unlisted_paths"], nodeps=params["nodeps"],
-        keep_workdir=params["keep_workdir"], selinux_relabel=params["selinux_relabel"],
-        compression=params["compression"], force=params["force"], check_mode=module.check_mode)
-    try:
-        result = apply_plugins(request)
-    except NodePluginError as exc:
-        module.fail_json(msg=str(exc))
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    request = ApplyRequest(check_mode=module.check_mode, **{name: module.params[name] for name in ARGUMENT_SPEC})
+    result = run_engine(module, apply_plugins, request,
+                        requires=("pycdlib", "rpm", "guestfs", "jsonschema", "pykickstart"), outputs=("dest",))
     output = result.to_dict()
     if module._diff:
         output["diff"] = {

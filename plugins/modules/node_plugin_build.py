@@ -253,7 +253,8 @@ durations:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._choices import PLUGIN_KINDS
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import run_engine
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 
 ARGUMENT_SPEC = {
@@ -270,7 +271,7 @@ ARGUMENT_SPEC = {
     "recipe": {"type": "path"},
     "persist": {"type": "list", "elements": "str", "default": []},
     "allow_paths": {"type": "list", "elements": "str", "default": []},
-    "kind": {"type": "str", "choices": ["standard", "kmod"], "default": "standard"},
+    "kind": {"type": "str", "choices": list(PLUGIN_KINDS), "default": "standard"},
     "keyring": {"type": "path"},
     "sign_key": {"type": "str", "no_log": False},
     "gnupg_home": {"type": "path"},
@@ -282,15 +283,9 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            required_one_of=[("target_iso", "target_packages")],
                            mutually_exclusive=[("target_iso", "target_packages")])
-    params = {name: module.params[name] for name in ARGUMENT_SPEC}
-    request = PluginBuildRequest(check_mode=module.check_mode, **params)
-    failure = None
-    try:
-        result = build_plugin(request)
-    except NodePluginError as exc:
-        failure = exc.render()
-    if failure is not None:  # outside the except block: the user gets the message, not a traceback
-        module.fail_json(msg=failure)
+    request = PluginBuildRequest(check_mode=module.check_mode, **{name: module.params[name] for name in ARGUMENT_SPEC})
+    requires = ("rpm", "solv", "jsonschema", "pykickstart") + (("pycdlib",) if request.target_iso else ())
+    result = run_engine(module, build_plugin, request, requires=requires, outputs=("output",))
     module.exit_json(**result.to_dict())
 
 

@@ -183,46 +183,37 @@ durations:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import HAS_PYCDLIB, PYCDLIB_IMPORT_ERROR
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import run_engine
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._pxe import PxeTreeRequest, build_pxe_tree
+
+ARGUMENT_SPEC = {
+    "src": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "iso_name": {"type": "str"},
+    "label": {"type": "str", "default": "ovirt-node"},
+    "title": {"type": "str"},
+    "menu_prefix": {"type": "str", "default": ""},
+    "ipappend": {"type": "bool", "default": False},
+    "http_url": {"type": "str"},
+    "extra_kernel_args": {"type": "list", "elements": "str", "default": []},
+    "timeout": {"type": "int", "default": 5},
+    "serial": {"type": "str"},
+    "efi_bootloader": {"type": "bool", "default": True},
+    "release_version": {"type": "str"},
+    "force": {"type": "bool", "default": False},
+}
+# Options whose empty value means unset (roles pass "" for an undefined variable).
+_EMPTY_IS_UNSET = ("iso_name", "title", "http_url", "serial", "release_version")
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path", "required": True},
-            "dest": {"type": "path", "required": True},
-            "iso_name": {"type": "str"},
-            "label": {"type": "str", "default": "ovirt-node"},
-            "title": {"type": "str"},
-            "menu_prefix": {"type": "str", "default": ""},
-            "ipappend": {"type": "bool", "default": False},
-            "http_url": {"type": "str"},
-            "extra_kernel_args": {"type": "list", "elements": "str", "default": []},
-            "timeout": {"type": "int", "default": 5},
-            "serial": {"type": "str"},
-            "efi_bootloader": {"type": "bool", "default": True},
-            "release_version": {"type": "str"},
-            "force": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    if not HAS_PYCDLIB:
-        module.fail_json(msg=missing_required_lib("pycdlib"), exception=str(PYCDLIB_IMPORT_ERROR))
-    params = module.params
-    request = PxeTreeRequest(
-        src=params["src"], dest=params["dest"], iso_name=params["iso_name"] or None, label=params["label"],
-        title=params["title"] or None, menu_prefix=params["menu_prefix"], ipappend=params["ipappend"],
-        http_url=params["http_url"] or None, extra_kernel_args=params["extra_kernel_args"],
-        timeout=params["timeout"], serial=params["serial"] or None, efi_bootloader=params["efi_bootloader"],
-        release_version=params["release_version"] or None, force=params["force"], check_mode=module.check_mode)
-    try:
-        result = build_pxe_tree(request)
-    except NodePluginError as exc:
-        module.fail_json(msg=str(exc))
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    options = {name: module.params[name] for name in ARGUMENT_SPEC}
+    options.update({name: options[name] or None for name in _EMPTY_IS_UNSET})
+    request = PxeTreeRequest(check_mode=module.check_mode, **options)
+    result = run_engine(module, build_pxe_tree, request, requires=("pycdlib",), outputs=("dest",))
     module.exit_json(**result.to_dict())
 
 
