@@ -2,24 +2,27 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The rebuild engine: a base Node ISO + plugins -> a customized ISO, the way edit-node did it.
 
-One readable sequence of named stages (each timed):
-  prepare   read the base ISO's facts and open every plugin without trusting it; check
-            compatibility, signatures and allowed paths before any work starts
-  plan      the output's name, the inputs' digest (a rerun with the same digest is a no-op), the
-            kernel arguments before/after for every boot entry (check and diff mode stop here)
-  extract   the squashfs out of the ISO, the root image out of the squashfs, the plugins' members
-  image     one libguestfs appliance: resize, %pre, rpm install with the image's own rpm, %post,
-            records, manifests, (Edited), SELinux relabel; vendor code never runs on the host
-  squashfs  repacked with the base's compressor and block size
-  iso       boot configs edited everywhere (BIOS, UEFI tree, inside efiboot.img); written with
-            xorriso boot replay; md5 implanted; moved into place atomically
-The work directory sits next to the output and is removed on success and on failure alike.
+Named stages, each ``stage(inputs) -> output`` with a typed output, timed, in this order:
+  prepare   -> Prepared     the base ISO opened once (NodeIso), every plugin opened without trusting
+                            it; compatibility, signatures and names checked before any work
+  plan      -> Plan         the output's path, the inputs' digest, the update number, the boot
+                            configs edited (BIOS, UEFI tree, inside efiboot.img) and every entry's
+                            kernel arguments before/after; check and diff mode stop here
+  extract   -> Extracted    the root image out of the squashfs, the plugins' verified members, the
+                            RPMs each plugin installs (allowed paths checked), the ISO tree for
+                            nochroot scripts
+  image     -> ImageEdit    one libguestfs appliance: resize, %pre, rpm install with the image's own
+                            rpm, %post, records, manifests, (Edited), SELinux relabel; vendor code
+                            never runs on the host
+  squashfs  -> str          repacked with the base's compressor and block size
+  iso       -> WrittenIso   written with xorriso boot replay, md5 implanted, renamed into place
+ApplyResult is assembled from those outputs at the end. The work directory sits next to the output
+and is removed on success and on failure alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import filecmp
 import os
 import shutil
@@ -27,24 +30,25 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 from . import _records as records
-from ._bootcfg import BootEntry, list_entries, read_efiboot_file
+from ._bootcfg import KernelArgEdits
+from ._choices import COMPRESSORS, SELINUX_RELABEL
 from ._digests import cached_sha256, is_cached
 from ._errors import NodePluginError
-from ._iso import (BootConfig, BootConfigEdits, IsoReader, boot_configs, check_complete, check_replayable,
-                   edit_boot_configs, rewrite_iso)
+from ._iso import BootConfig, BootConfigEdits, IsoReader, check_replayable, edit_boot_configs, rewrite_iso
 from ._isomd5 import check as check_md5
-from ._liveos import SquashfsSuperblock, find_root_image, list_squashfs, squashfs_superblock, stream_squashfs
-from ._nodeinfo import NodeInfo, node_info
-from ._plugin import PluginArchive, open_plugin, source_date_epoch
+from ._liveos import SQUASHFS_PATH, find_root_image
+from ._nodeinfo import NodeInfo
+from ._nodeiso import NodeIso
+from ._plugin import PluginArchive, open_plugin
+from ._reproducible import source_date_epoch, utc_timestamp
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
 from ._rpmhdr import allowed_paths, check_paths, read_header
 from ._run import StageTimer, run
 from ._versions import parse_range
 
-SQUASHFS_ISO_PATH = "LiveOS/squashfs.img"
-SELINUX_CHOICES = ("auto", "always", "never")
-COMPRESSORS = ("gzip", "xz", "zstd", "lzo", "lz4", "lzma")
+SQUASHFS_ISO_PATH = SQUASHFS_PATH.lstrip("/")
 ProgressCallback = Callable[[str], None]
+SessionFactory = Callable[..., RootImageSession]
 
 
 @dataclasses.dataclass
@@ -73,6 +77,11 @@ class ApplyRequest:
                 "remove_kernel_args": list(self.remove_kernel_args), "nodeps": self.nodeps,
                 "allow_unlisted_paths": self.allow_unlisted_paths, "selinux_relabel": self.selinux_relabel,
                 "compression": self.compression, "source_date_epoch": source_date_epoch()}
+
+    def kernel_arg_edits(self) -> KernelArgEdits:
+        """The request's own kernel-argument edits (``!name`` in either list removes)."""
+        removals = [word if word.startswith("!") else f"!{word}" for word in self.remove_kernel_args]
+        return KernelArgEdits.parse(list(self.extra_kernel_args) + removals)
 
 
 @dataclasses.dataclass
@@ -111,89 +120,191 @@ class ApplyResult:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class _Prepared:
-    base_sha256: str
-    node: NodeInfo
-    volume_id: str
+# -- stage outputs ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The checked inputs: the base ISO (open), the plugins, and the digest that identifies the output."""
+
+    base: NodeIso
     archives: list[PluginArchive]
     unsigned: bool
     dest: str
     digest: str
-    kernel_words: list[str]
-    squashfs: SquashfsSuperblock
+    kernel_edits: KernelArgEdits
 
 
-def apply_plugins(request: ApplyRequest, *, progress: ProgressCallback | None = None) -> ApplyResult:
-    """Rebuild request.src with request.plugins into request.dest; see the module docstring."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the build will write, known before any image work (check and diff mode report it)."""
+
+    dest: str
+    digest: str
+    update: int
+    boot_edits: BootConfigEdits
+    kernel_args_before: dict[str, list[str]]
+    kernel_args_after: dict[str, list[str]]
+    up_to_date: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Extracted:
+    """The pieces the image stage works on, in the work directory."""
+
+    squashfs_root: str
+    root_image: str
+    install_sets: list[list[str]]
+    live_tree: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEdit:
+    """What the appliance did to the root image."""
+
+    packages: dict[str, list[str]]
+    packages_before: list[str]
+    packages_after: list[str]
+    update_files: dict[str, bytes]
+    live_changes: dict[str, str]
+    scriptlet_logs: list[StepLog]
+    selinux: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenIso:
+    """The output ISO in place."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+# -- the pipeline ----------------------------------------------------------------------------------
+
+def apply_plugins(request: ApplyRequest, *, progress: ProgressCallback | None = None,
+                  session_factory: SessionFactory = RootImageSession) -> ApplyResult:
+    """Rebuild request.src with request.plugins into request.dest; see the module docstring.
+
+    ``session_factory`` opens the image session (tests of the orchestration pass a fake one).
+    """
     timer = StageTimer()
     say = progress or (lambda _stage: None)
+    _check_options(request)
     say("prepare")
     with timer.stage("prepare"):
-        prepared = _prepare(request)
-    workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(prepared.dest)}.work-", dir=os.path.dirname(prepared.dest))
-    try:
-        say("plan")
-        with timer.stage("plan"):
-            result, edits = _plan(request, prepared, workdir)
-        if _up_to_date(prepared, request):
-            result.changed, result.reason = False, "up to date: the output's build record matches the inputs"
-            result.sha256, result.size = cached_sha256(prepared.dest), os.path.getsize(prepared.dest)
-        elif request.check_mode:
-            result.changed, result.reason = True, "would build"
-        else:
-            _build(request, prepared, result, edits, workdir, timer, say)
-            result.changed, result.reason = True, "built"
-    finally:
-        if request.keep_workdir and not request.check_mode:
-            result_workdir = workdir
-        else:
-            result_workdir = None
-            shutil.rmtree(workdir, ignore_errors=True)
-    result.workdir = result_workdir
+        prepared = prepare(request)
+    with prepared.base:
+        workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(prepared.dest)}.work-",
+                                   dir=os.path.dirname(prepared.dest))
+        kept_workdir = None
+        try:
+            say("plan")
+            with timer.stage("plan"):
+                planned = plan(request, prepared, workdir)
+            result = _result(request, prepared, planned)
+            if planned.up_to_date:
+                result.reason = "up to date: the output's build record matches the inputs"
+                result.sha256, result.size = cached_sha256(planned.dest), os.path.getsize(planned.dest)
+            elif request.check_mode:
+                result.changed, result.reason = True, "would build"
+            else:
+                image, written = _build(request, prepared, planned, workdir, timer, say, session_factory)
+                result.changed, result.reason = True, "built"
+                _record_build(result, image, written)
+            if request.keep_workdir and not request.check_mode:
+                kept_workdir = workdir
+        finally:
+            if kept_workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+    result.workdir = kept_workdir
     result.durations = timer.durations
     return result
 
 
+def _build(request: ApplyRequest, prepared: Prepared, planned: Plan, workdir: str, timer: StageTimer,
+           say: ProgressCallback, session_factory: SessionFactory) -> tuple[ImageEdit, WrittenIso]:
+    say("extract")
+    with timer.stage("extract"):
+        extracted = extract(request, prepared, workdir)
+    say("image")
+    with timer.stage("image"):
+        image = edit_image(request, prepared, planned, extracted, workdir, session_factory)
+    say("squashfs")
+    with timer.stage("squashfs"):
+        squashfs = repack(request, prepared, extracted, workdir)
+    say("iso")
+    with timer.stage("iso"):
+        written = write_iso(request, prepared, planned, image, squashfs, workdir)
+    return image, written
+
+
+def _result(request: ApplyRequest, prepared: Prepared, planned: Plan) -> ApplyResult:
+    node: NodeInfo = prepared.base.node
+    plugins = [{"name": a.manifest.name, "version": a.manifest.version, "sha256": a.sha256, "path": a.path,
+                "packages": [p.nevra for p in a.manifest.packages]} for a in prepared.archives]
+    return ApplyResult(changed=False, path=planned.dest, reason="", plugins=plugins, update=planned.update,
+                       base={"path": request.src, "sha256": prepared.base.sha256,
+                             "volume_id": prepared.base.volume_id, "product": node.product,
+                             "version": node.version, "release": node.release},
+                       kernel_args_before=planned.kernel_args_before, kernel_args=planned.kernel_args_after)
+
+
+def _record_build(result: ApplyResult, image: ImageEdit, written: WrittenIso) -> None:
+    result.packages = dict(image.packages)
+    result.packages_before = list(image.packages_before)
+    result.packages_after = list(image.packages_after)
+    result.scriptlet_logs = list(image.scriptlet_logs)
+    result.selinux = image.selinux
+    result.sha256, result.size = written.sha256, written.size
+
+
 # -- prepare ---------------------------------------------------------------------------------------
 
-def _prepare(request: ApplyRequest) -> _Prepared:
+def _check_options(request: ApplyRequest) -> None:
     if not request.plugins:
         raise NodePluginError("no plugins given", hint="name at least one plugin tarball")
-    if request.selinux_relabel not in SELINUX_CHOICES:
+    if request.selinux_relabel not in SELINUX_RELABEL:
         raise NodePluginError(f"selinux_relabel={request.selinux_relabel!r} is not valid",
-                              hint=f"use one of {', '.join(SELINUX_CHOICES)}")
+                              hint=f"use one of {', '.join(SELINUX_RELABEL)}")
     if request.compression is not None and request.compression not in COMPRESSORS:
         raise NodePluginError(f"compression={request.compression!r} is not supported",
                               hint=f"use one of {', '.join(COMPRESSORS)}, or leave it unset to keep the base's")
+    request.kernel_arg_edits()  # refuses a malformed argument before any work
+
+
+def prepare(request: ApplyRequest) -> Prepared:
+    """Open the base ISO and the plugins and check everything that can be checked without work."""
+    _check_options(request)
     if not os.path.isfile(request.src):
         raise NodePluginError("the base ISO does not exist", path=request.src)
-    check_complete(request.src)
-    check_replayable(request.src)
-    superblock = squashfs_superblock(request.src)
-    node = node_info(request.src)
-    with IsoReader(request.src) as reader:
-        volume_id = reader.volume_id
-    archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
-                for path in request.plugins]
-    _check_compatibility(archives, node, request.src)
-    unsigned = any(not package.signed for archive in archives for package in archive.manifest.packages)
-    if request.require_signed and unsigned:
-        names = [f"{archive.manifest.name}: {package.nevra}" for archive in archives
-                 for package in archive.manifest.packages if not package.signed]
-        raise NodePluginError("signed packages are required, but these are unsigned: " + ", ".join(names),
-                              hint="ask the vendor for signed RPMs, or set require_signed=false "
-                                   "(the image is then marked '(Edited, Unsigned)')")
-    _check_unique_names(archives)
-    words = _kernel_words(request, archives)
-    dest = _output_path(request.dest, request.src, archives)
-    base_sha256 = cached_sha256(request.src)
-    digest = records.inputs_digest(base_sha256, [archive.sha256 for archive in archives], request.options_for_digest())
-    return _Prepared(base_sha256=base_sha256, node=node, volume_id=volume_id, archives=archives, unsigned=unsigned,
-                     dest=dest, digest=digest, kernel_words=words, squashfs=superblock)
+    base = NodeIso(request.src)
+    try:
+        check_replayable(base)
+        _ = base.squashfs  # refuses an ISO without a readable LiveOS/squashfs.img
+        archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
+                    for path in request.plugins]
+        _check_compatibility(archives, base)
+        unsigned = any(not package.signed for archive in archives for package in archive.manifest.packages)
+        if request.require_signed and unsigned:
+            names = [f"{archive.manifest.name}: {package.nevra}" for archive in archives
+                     for package in archive.manifest.packages if not package.signed]
+            raise NodePluginError("signed packages are required, but these are unsigned: " + ", ".join(names),
+                                  hint="ask the vendor for signed RPMs, or set require_signed=false "
+                                       "(the image is then marked '(Edited, Unsigned)')")
+        _check_unique_names(archives)
+        kernel_edits = _kernel_edits(request, archives)
+        dest = _output_path(request.dest, request.src, archives)
+        digest = records.inputs_digest(base.sha256, [archive.sha256 for archive in archives],
+                                       request.options_for_digest())
+    except BaseException:
+        base.close()
+        raise
+    return Prepared(base=base, archives=archives, unsigned=unsigned, dest=dest, digest=digest,
+                    kernel_edits=kernel_edits)
 
 
-def _check_compatibility(archives: Sequence[PluginArchive], node: NodeInfo, src: str) -> None:
+def _check_compatibility(archives: Sequence[PluginArchive], base: NodeIso) -> None:
+    node = base.node
     problems = []
     for archive in archives:
         compat = archive.manifest.node
@@ -205,7 +316,7 @@ def _check_compatibility(archives: Sequence[PluginArchive], node: NodeInfo, src:
             problems.append(f"plugin {archive.manifest.name} {archive.manifest.version} needs Node "
                             f"{compat.versions}, the ISO is {node.version}-{node.release}")
     if problems:
-        raise NodePluginError("incompatible plugins: " + "; ".join(problems), path=src,
+        raise NodePluginError("incompatible plugins: " + "; ".join(problems), path=base.path,
                               hint=f"the ISO's version was read from {node.source}; use a plugin release made for it")
 
 
@@ -218,14 +329,13 @@ def _check_unique_names(archives: Sequence[PluginArchive]) -> None:
         seen.add(archive.manifest.name)
 
 
-def _kernel_words(request: ApplyRequest, archives: Sequence[PluginArchive]) -> list[str]:
-    """Kernel argument edits in order: each plugin's bootloader --append, then the request's."""
-    words: list[str] = []
+def _kernel_edits(request: ApplyRequest, archives: Sequence[PluginArchive]) -> KernelArgEdits:
+    """Kernel-argument edits in order: each plugin's bootloader --append, then the request's."""
+    edits = KernelArgEdits()
     for archive in archives:
-        words += archive.recipe.kernel_args_add + [f"!{name}" for name in archive.recipe.kernel_args_remove]
-    words += list(request.extra_kernel_args)
-    words += [word if word.startswith("!") else f"!{word}" for word in request.remove_kernel_args]
-    return words
+        edits = edits.then(KernelArgEdits(tuple(archive.recipe.kernel_args_add),
+                                          tuple(archive.recipe.kernel_args_remove)))
+    return edits.then(request.kernel_arg_edits())
 
 
 def _output_path(dest: str, src: str, archives: Sequence[PluginArchive]) -> str:
@@ -245,87 +355,70 @@ def _output_path(dest: str, src: str, archives: Sequence[PluginArchive]) -> str:
 
 # -- plan ------------------------------------------------------------------------------------------
 
-def _entry_key(config: BootConfig, entry: BootEntry) -> str:
-    where = f"{config.efiboot}:{config.path}" if config.efiboot else config.path
-    return f"{where}#{entry.label}"
+def entry_key(config: BootConfig, label: str) -> str:
+    """How results name a boot entry: ``<config>#<label>`` (``<efi image>:<config>#<label>`` inside one)."""
+    return f"{config.where}#{label}"
 
 
-def _plan(request: ApplyRequest, prepared: _Prepared, workdir: str) -> tuple[ApplyResult, BootConfigEdits]:
-    """Edit the boot configs (into workdir) and report every entry's kernel arguments before/after."""
-    edits = edit_boot_configs(request.src, os.path.join(workdir, "bootcfg"), kernel_args=prepared.kernel_words,
+def plan(request: ApplyRequest, prepared: Prepared, workdir: str) -> Plan:
+    """Edit the boot configs (into workdir), fix the update number, and decide whether work is needed."""
+    base = prepared.base
+    edits = edit_boot_configs(base, os.path.join(workdir, "bootcfg"), prepared.kernel_edits,
                               volume_id=request.volume_id)
-    before, after = {}, {}
-    for config in boot_configs(request.src):
-        edited = edits.replace_files.get(config.efiboot or config.path)
-        entries = config.entries
-        if edited is not None:
-            text = read_efiboot_file(edited, config.path) if config.efiboot else _read_text(edited)
-            entries = list_entries(text, config.fmt)
-        for entry in config.entries:
-            before[_entry_key(config, entry)] = list(entry.kernel_args)
-        for entry in entries:
-            after[_entry_key(config, entry)] = list(entry.kernel_args)
-    plugins = [{"name": a.manifest.name, "version": a.manifest.version, "sha256": a.sha256, "path": a.path,
-                "packages": [p.nevra for p in a.manifest.packages]} for a in prepared.archives]
-    result = ApplyResult(changed=False, path=prepared.dest, reason="", plugins=plugins,
-                         base={"path": request.src, "sha256": prepared.base_sha256, "volume_id": prepared.volume_id,
-                               "product": prepared.node.product, "version": prepared.node.version,
-                               "release": prepared.node.release},
-                         kernel_args_before=before, kernel_args=after)
-    return result, edits
+    before = {entry_key(config, entry.label): list(entry.kernel_args)
+              for config in base.boot_configs() for entry in config.entries}
+    after = {entry_key(config, entry.label): list(entry.kernel_args)
+             for config in edits.configs for entry in config.entries}
+    return Plan(dest=prepared.dest, digest=prepared.digest, update=base.next_update_number(), boot_edits=edits,
+                kernel_args_before=before, kernel_args_after=after,
+                up_to_date=_up_to_date(prepared.dest, prepared.digest, force=request.force))
 
 
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        return handle.read()
-
-
-def _up_to_date(prepared: _Prepared, request: ApplyRequest) -> bool:
-    if request.force or not os.path.isfile(prepared.dest):
+def _up_to_date(dest: str, digest: str, *, force: bool) -> bool:
+    """The output exists, its build record names these inputs, and it is intact."""
+    if force or not os.path.isfile(dest):
         return False
     try:
-        with IsoReader(prepared.dest) as reader:
+        with IsoReader(dest) as reader:
             if not reader.exists(records.BUILD_RECORD_ISO_PATH):
                 return False
             record = records.BuildRecord.from_json(reader.read_bytes(records.BUILD_RECORD_ISO_PATH))
     except NodePluginError:
         return False
-    if record.inputs_digest != prepared.digest:
+    if record.inputs_digest != digest:
         return False
     # The record says how the output was built, not that it is intact: unless the output still has
     # the identity we saw when we wrote or last hashed it, its implanted md5 must hold.
-    return is_cached(prepared.dest) or bool(check_md5(prepared.dest).valid)
+    return is_cached(dest) or bool(check_md5(dest).valid)
 
 
-# -- build -----------------------------------------------------------------------------------------
+# -- extract ---------------------------------------------------------------------------------------
 
-def _build(request: ApplyRequest, prepared: _Prepared, result: ApplyResult, edits: BootConfigEdits, workdir: str,
-           timer: StageTimer, say: ProgressCallback) -> None:
-    say("extract")
-    with timer.stage("extract"):
-        squashfs_root, root_image = _extract_root(request.src, workdir)
-        plugin_dirs = _extract_plugins(prepared.archives, workdir)
-        install_sets = _install_sets(prepared.archives, plugin_dirs, request)
-        live_tree = _stage_live_tree(request.src, workdir) if _needs_live_root(prepared.archives) else None
-    say("image")
-    with timer.stage("image"):
-        update, live_changes = _edit_image(request, prepared, result, workdir, root_image, install_sets, live_tree)
-    say("squashfs")
-    with timer.stage("squashfs"):
-        squashfs = _repack(squashfs_root, prepared, request, workdir)
-    say("iso")
-    with timer.stage("iso"):
-        _write_iso(request, prepared, result, edits, workdir, squashfs, update, live_changes)
-
-
-def _extract_root(src: str, workdir: str) -> tuple[str, str]:
-    """The whole squashfs unpacked (it is repacked whole), and the root image inside it."""
-    squashfs = stream_squashfs(src, os.path.join(workdir, "squashfs.img"))
-    name, _size = find_root_image(list_squashfs(squashfs), source=f"{src}:{SQUASHFS_ISO_PATH}")
+def extract(request: ApplyRequest, prepared: Prepared, workdir: str) -> Extracted:
+    """The root image (whole squashfs unpacked: it is repacked whole), plugins, install sets, ISO tree."""
+    squashfs = prepared.base.squashfs
     squashfs_root = os.path.join(workdir, "squashfs-root")
-    run(["unsquashfs", "-no-progress", "-quiet", "-d", squashfs_root, squashfs])
-    os.unlink(squashfs)
-    return squashfs_root, os.path.join(squashfs_root, "LiveOS", name)
+    # unsquashfs reads the squashfs in place inside the ISO (no copy of it first).
+    run(["unsquashfs", "-no-progress", "-quiet", "-o", str(squashfs.offset), "-d", squashfs_root,
+         prepared.base.path])
+    name, _size = find_root_image(_regular_files(squashfs_root), source=f"{prepared.base.path}:{SQUASHFS_PATH}")
+    root_image = os.path.join(squashfs_root, "LiveOS", name)
+    plugin_dirs = _extract_plugins(prepared.archives, workdir)
+    install_sets = _install_sets(prepared.archives, plugin_dirs, request)
+    live_tree = _stage_live_tree(prepared.base, workdir) if _needs_live_root(prepared.archives) else None
+    return Extracted(squashfs_root=squashfs_root, root_image=root_image, install_sets=install_sets,
+                     live_tree=live_tree)
+
+
+def _regular_files(top: str) -> dict[str, int]:
+    """'/<path>' -> size of the regular files under a folder (the unpacked squashfs)."""
+    found = {}
+    for folder, _dirs, names in os.walk(top):
+        for name in names:
+            local = os.path.join(folder, name)
+            if os.path.isfile(local) and not os.path.islink(local):
+                found["/" + os.path.relpath(local, top)] = os.path.getsize(local)
+    return found
 
 
 def _extract_plugins(archives: Sequence[PluginArchive], workdir: str) -> list[str]:
@@ -368,67 +461,69 @@ def _needs_live_root(archives: Sequence[PluginArchive]) -> bool:
     return any(script.nochroot or script.kind == "pre" for archive in archives for script in archive.recipe.scripts)
 
 
-def _stage_live_tree(src: str, workdir: str) -> str:
+def _stage_live_tree(base: NodeIso, workdir: str) -> str:
     """The ISO tree without the squashfs (the big file nochroot scripts have no business in)."""
     live = os.path.join(workdir, "live")
-    with IsoReader(src) as reader:
-        for entry in reader.files():
-            relative = entry.path.strip("/")
-            if relative.startswith("LiveOS/") or entry.symlink_target is not None:
-                continue
-            local = os.path.join(live, relative)
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            reader.extract(entry.path, local)
+    for entry in base.files():
+        relative = entry.path.strip("/")
+        if relative.startswith("LiveOS/") or entry.symlink_target is not None:
+            continue
+        local = os.path.join(live, relative)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        base.extract(entry.path, local)
     os.makedirs(live, exist_ok=True)
     return live
 
 
-def _edit_image(request: ApplyRequest, prepared: _Prepared, result: ApplyResult, workdir: str, root_image: str,
-                install_sets: list[list[str]], live_tree: str | None) -> tuple[tuple[int, dict[str, bytes]], dict]:
+# -- image -----------------------------------------------------------------------------------------
+
+def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extracted: Extracted, workdir: str,
+               session_factory: SessionFactory = RootImageSession) -> ImageEdit:
+    """Everything done inside the root image, in one appliance."""
     sizes = [archive.recipe.root_size_mib for archive in prepared.archives if archive.recipe.root_size_mib]
     grow = max(sizes) if sizes else None
-    if grow and grow * 1024 * 1024 <= os.path.getsize(root_image):
+    if grow and grow * 1024 * 1024 <= os.path.getsize(extracted.root_image):
         grow = None  # already large enough; edit-livecd never shrinks either
     scratch = None
-    if live_tree is not None:
+    if extracted.live_tree is not None:
         scratch = os.path.join(workdir, "scratch.img")
-        make_scratch_disk(scratch, live_tree)
+        make_scratch_disk(scratch, extracted.live_tree)
     nochroot_env = {"INSTALL_ROOT": INSTALL_ROOT, "LIVE_ROOT": LIVE_ROOT}
-    with RootImageSession(root_image, scratch_disk=scratch, grow_to_mib=grow) as session:
+    logs: list[StepLog] = []
+    packages: dict[str, list[str]] = {}
+    with session_factory(extracted.root_image, scratch_disk=scratch, grow_to_mib=grow) as session:
         before = _query_manifests(session)
-        result.packages_before = records.nevras_of(before["rpm"])
-        for archive, rpm_files in zip(prepared.archives, install_sets):
+        for archive, rpm_files in zip(prepared.archives, extracted.install_sets):
             name = archive.manifest.name
             for script in [s for s in archive.recipe.scripts if s.kind == "pre"]:
-                _vendor_step(result, name, f"%pre (line {script.lineno})", session.run_script(
+                _vendor_step(logs, name, f"%pre (line {script.lineno})", session.run_script(
                     script.body, interpreter=script.interpreter, view="nochroot", env=nochroot_env))
-            _vendor_step(result, name, "rpm install", session.install_rpms(rpm_files, nodeps=request.nodeps))
+            _vendor_step(logs, name, "rpm install", session.install_rpms(rpm_files, nodeps=request.nodeps))
             for script in [s for s in archive.recipe.scripts if s.kind == "post"]:
                 view = "nochroot" if script.nochroot else "chroot"
                 label = f"%post{' --nochroot' if script.nochroot else ''} (line {script.lineno})"
-                _vendor_step(result, name, label, session.run_script(
+                _vendor_step(logs, name, label, session.run_script(
                     script.body, interpreter=script.interpreter, view=view,
                     env=nochroot_env if script.nochroot else None))
-            result.packages[name] = _write_plugin_records(session, archive)
+            packages[name] = _write_plugin_records(session, archive)
         after = _query_manifests(session)
-        result.packages_after = records.nevras_of(after["rpm"])
-        update = _write_update_records(session, request, prepared, before, after)
+        update_files = _write_update_records(session, prepared, planned.update, before, after)
         release = session.read("/etc/system-release").decode("utf-8", "replace")
         session.write("/etc/system-release",
                       records.edited_system_release(release, unsigned=prepared.unsigned).encode("utf-8"))
-        result.selinux = _relabel(session, request)
-        live_changes = _live_changes(session, live_tree, workdir) if live_tree else {}
-    result.update = update[0]
-    return update, live_changes
+        selinux = _relabel(session, request)
+        live_changes = _live_changes(session, extracted.live_tree, workdir) if extracted.live_tree else {}
+    return ImageEdit(packages=packages, packages_before=records.nevras_of(before["rpm"]),
+                     packages_after=records.nevras_of(after["rpm"]), update_files=update_files,
+                     live_changes=live_changes, scriptlet_logs=logs, selinux=selinux)
 
 
-def _vendor_step(result: ApplyResult, plugin: str, step: str, outcome) -> None:
-    result.scriptlet_logs.append(StepLog(plugin=plugin, step=step, exit_status=outcome.exit_status,
-                                         output=outcome.output))
+def _vendor_step(logs: list[StepLog], plugin: str, step: str, outcome) -> None:
+    logs.append(StepLog(plugin=plugin, step=step, exit_status=outcome.exit_status, output=outcome.output))
     if not outcome.ok:
         raise NodePluginError(f"plugin {plugin}: {step} failed with exit status {outcome.exit_status}",
                               details=outcome.output.strip()[-4000:],
-                              hint="the output above is what the step printed inside the image")
+                              hint="the output below is what the step printed inside the image")
 
 
 def _query_manifests(session: RootImageSession) -> dict[str, list[str]]:
@@ -463,21 +558,14 @@ def _write_plugin_records(session: RootImageSession, archive: PluginArchive) -> 
     return installed
 
 
-def _write_update_records(session: RootImageSession, request: ApplyRequest, prepared: _Prepared,
-                          before: dict, after: dict) -> tuple[int, dict[str, bytes]]:
-    with IsoReader(request.src) as reader:
-        # files() lists files only: the update folders are the parents of isolinux/updateN/*.
-        names = {parts[1] for parts in (entry.path.strip("/").split("/") for entry in reader.files())
-                 if len(parts) > 2 and parts[0] == "isolinux"}
-    number = records.next_update_number(names)
-    installed = []
-    for archive in prepared.archives:
-        for package in archive.manifest.plugin_packages:
-            installed.append(f"{archive.manifest.name} {archive.manifest.version} {package.nevra}")
+def _write_update_records(session: RootImageSession, prepared: Prepared, number: int,
+                          before: dict, after: dict) -> dict[str, bytes]:
+    installed = [f"{archive.manifest.name} {archive.manifest.version} {package.nevra}"
+                 for archive in prepared.archives for package in archive.manifest.plugin_packages]
     files = records.update_files(number, before, after, installed)
     for name, content in files.items():
         session.write(f"{records.IMAGE_MANIFESTS_DIR}/update{number}/{name}", content)
-    return number, files
+    return files
 
 
 def _relabel(session: RootImageSession, request: ApplyRequest) -> str:
@@ -509,68 +597,67 @@ def _live_changes(session: RootImageSession, live_tree: str, workdir: str) -> di
     return changes
 
 
-def _repack(squashfs_root: str, prepared: _Prepared, request: ApplyRequest, workdir: str) -> str:
+# -- squashfs --------------------------------------------------------------------------------------
+
+def repack(request: ApplyRequest, prepared: Prepared, extracted: Extracted, workdir: str) -> str:
     """mksquashfs with the base's compressor and block size (or the requested compressor)."""
+    superblock = prepared.base.squashfs.superblock
     output = os.path.join(workdir, "squashfs.img")
-    compressor = request.compression or prepared.squashfs.compressor
-    argv = ["mksquashfs", squashfs_root, output, "-noappend", "-no-progress", "-quiet",
-            "-comp", compressor, "-b", str(prepared.squashfs.block_size)]
-    epoch = source_date_epoch()
-    if epoch is not None:
-        argv += ["-mkfs-time", str(epoch), "-all-time", str(epoch)]
+    compressor = request.compression or superblock.compressor
+    argv = ["mksquashfs", extracted.squashfs_root, output, "-noappend", "-no-progress", "-quiet",
+            "-comp", compressor, "-b", str(superblock.block_size)]
     run(argv)
-    shutil.rmtree(squashfs_root)
+    shutil.rmtree(extracted.squashfs_root)
     return output
 
 
-def _write_iso(request: ApplyRequest, prepared: _Prepared, result: ApplyResult, edits: BootConfigEdits, workdir: str,
-               squashfs: str, update: tuple[int, dict[str, bytes]], live_changes: dict[str, str]) -> None:
-    number, files = update
-    replace = {SQUASHFS_ISO_PATH: squashfs, **edits.replace_files}
+# -- iso -------------------------------------------------------------------------------------------
+
+def write_iso(request: ApplyRequest, prepared: Prepared, planned: Plan, image: ImageEdit, squashfs: str,
+              workdir: str) -> WrittenIso:
+    """The new ISO: squashfs, edited configs, update records, build record; md5 implanted; moved into place."""
+    base, number = prepared.base, planned.update
+    replace = {SQUASHFS_ISO_PATH: squashfs, **planned.boot_edits.replace_files}
     add: dict[str, str] = {}
     staging = os.path.join(workdir, "iso-add")
     update_dir = os.path.join(staging, f"update{number}")
     os.makedirs(update_dir)
-    for name, content in files.items():
+    for name, content in image.update_files.items():
         with open(os.path.join(update_dir, name), "wb") as handle:
             handle.write(content)
-    record = _build_record(request, prepared, result, number)
     record_file = os.path.join(staging, "ovirt-plugins-build.json")
     with open(record_file, "wb") as handle:
-        handle.write(record.to_json())
-    with IsoReader(request.src) as reader:
-        def place(iso_path: str, local: str) -> None:
-            (replace if reader.exists(iso_path) else add)[iso_path] = local
-        place(f"isolinux/update{number}", update_dir)
-        place(records.BUILD_RECORD_ISO_PATH, record_file)
-        for link, target in records.current_manifest_links(number).items():
-            local = os.path.join(staging, link)
-            os.symlink(target, local)
-            place(f"isolinux/{link}", local)
-        for relative, local in live_changes.items():
-            if relative in (path.strip("/") for path in replace):
-                continue  # configs edited by the engine win over a script's copy
+        handle.write(build_record(request, prepared, planned, image).to_json())
+
+    def place(iso_path: str, local: str) -> None:
+        (replace if base.exists(iso_path) else add)[iso_path] = local
+
+    place(f"isolinux/update{number}", update_dir)
+    place(records.BUILD_RECORD_ISO_PATH, record_file)
+    for link, target in records.current_manifest_links(number).items():
+        local = os.path.join(staging, link)
+        os.symlink(target, local)
+        place(f"isolinux/{link}", local)
+    edited = {path.strip("/") for path in replace}
+    for relative, local in image.live_changes.items():
+        if relative not in edited:  # configs edited by the engine win over a script's copy
             place(relative, local)
-    written = rewrite_iso(request.src, prepared.dest, replace_files=replace, add_files=add,
-                          volume_id=request.volume_id, implant=True)
-    result.sha256 = cached_sha256(written.path)
-    result.size = os.path.getsize(written.path)
+    written = rewrite_iso(base, planned.dest, replace_files=replace, add_files=add, volume_id=request.volume_id,
+                          implant=True)
+    return WrittenIso(path=written.path, sha256=cached_sha256(written.path), size=os.path.getsize(written.path))
 
 
-def _build_record(request: ApplyRequest, prepared: _Prepared, result: ApplyResult, number: int) -> records.BuildRecord:
+def build_record(request: ApplyRequest, prepared: Prepared, planned: Plan, image: ImageEdit) -> records.BuildRecord:
+    """The machine-readable record of this build, with the base's own record as history."""
     history: list[dict] = []
-    with IsoReader(request.src) as reader:
-        if reader.exists(records.BUILD_RECORD_ISO_PATH):
-            earlier = records.BuildRecord.from_json(reader.read_bytes(records.BUILD_RECORD_ISO_PATH))
-            earlier_entry = dataclasses.asdict(earlier)
-            history = earlier_entry.pop("history", []) + [earlier_entry]
-    epoch = source_date_epoch()
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc) if epoch is not None \
-        else datetime.datetime.now(datetime.timezone.utc)
+    earlier = prepared.base.build_record.record
+    if earlier is not None:
+        earlier_entry = earlier.to_dict()
+        history = earlier_entry.pop("history", []) + [earlier_entry]
     return records.BuildRecord(
-        base_sha256=prepared.base_sha256, base_volume_id=prepared.volume_id,
-        plugins=[{"name": a.manifest.name, "version": a.manifest.version, "sha256": a.sha256,
-                  "manifest": a.manifest.to_dict(), "signer": a.signer} for a in prepared.archives],
-        options=request.options_for_digest(), inputs_digest=prepared.digest, update=number,
-        packages=dict(result.packages), kernel_args=dict(result.kernel_args),
-        created=moment.strftime("%Y-%m-%dT%H:%M:%SZ"), history=history)
+        base_sha256=prepared.base.sha256, base_volume_id=prepared.base.volume_id,
+        plugins=[records.RecordedPlugin(name=a.manifest.name, version=a.manifest.version, sha256=a.sha256,
+                                        manifest=a.manifest, signer=a.signer) for a in prepared.archives],
+        options=request.options_for_digest(), inputs_digest=prepared.digest, update=planned.update,
+        packages=dict(image.packages), kernel_args=dict(planned.kernel_args_after),
+        created=utc_timestamp(), history=history)

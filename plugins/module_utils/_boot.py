@@ -39,6 +39,7 @@ from typing import Any
 
 from ._accel import qemu_accel_args
 from ._errors import NodePluginError
+from ._nodeinfo import parse_version_file
 from ._records import parse_plugin_record
 from ._run import require_tool
 
@@ -98,20 +99,6 @@ def _marker_fields(line: str) -> list[tuple[str, str]] | None:
     return fields
 
 
-def _version_info(text: str) -> dict[str, str]:
-    """KEY=VALUE lines of a shell-sourceable version file, quotes removed."""
-    info = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() and not key.lstrip().startswith("#"):
-            try:
-                words = shlex.split(value)
-            except ValueError:
-                words = [value]
-            info[key.strip()] = " ".join(words)
-    return info
-
-
 def _plugin_record(text: str) -> dict[str, str] | None:
     """{"name", "version"} from an /etc/ovirt-plugins.d record (Name:/Version:/Install Date: lines)."""
     fields = parse_plugin_record(text)
@@ -133,7 +120,7 @@ def parse_marker(console_text: str) -> dict[str, Any] | None:
         return None
     fields = complete[-1]
     single = dict(fields)
-    info = _version_info(single.get("version_file", ""))
+    info = parse_version_file(single.get("version_file", ""))
     root_device = root_fstype = ""
     for mount in single.get("mounts", "").splitlines():
         parts = mount.split()

@@ -113,33 +113,78 @@ def arg_name(word: str) -> str:
     return word.split("=", 1)[0].replace('"', "").replace("'", "")
 
 
-def parse_arg_edits(words: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Split edit-livecd style words into (arguments to add, arguments to remove): ``!x`` removes x."""
-    add, remove = [], []
-    for word in words:
-        if word.startswith("!"):
-            if len(word) == 1:
-                raise NodePluginError("'!' alone is not a kernel argument to remove", hint="write !name, e.g. !quiet")
-            remove.append(word[1:])
-        elif word:
-            add.append(word)
-    return add, remove
-
-
 def _matches_removal(word: str, removal: str) -> bool:
-    """``quiet`` removes quiet; ``console`` removes console and console=<any>; ``a=b`` removes exactly a=b."""
+    """``quiet`` removes quiet; ``console`` removes console and console=<any>; ``a=b`` removes exactly a=b.
+
+    Quotes do not count: ``!console=ttyS0`` removes ``console="ttyS0"`` too.
+    """
     if "=" in removal:
         return word.replace('"', "") == removal.replace('"', "")
     return arg_name(word) == removal
 
 
-def _edit_args(args: str, add: Sequence[str], remove: Sequence[str]) -> tuple[str, list[str], list[str]]:
+def _check_kernel_word(word: str) -> None:
+    if not word or split_args(word) != [(0, len(word))] or "\n" in word or "\r" in word:
+        raise NodePluginError(f"invalid kernel argument {word[:200]!r}", hint="give one argument per word")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelArgEdits:
+    """Kernel-argument edits, one policy for every place that applies them (ISO configs, efiboot.img, PXE menus).
+
+    Removals apply first (by name, or exactly when the removal has '='), then each addition once.
+    """
+
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for word in self.add + self.remove:
+            _check_kernel_word(word)
+
+    @classmethod
+    def parse(cls, words: Iterable[str]) -> KernelArgEdits:
+        """edit-livecd's words: ``!x`` removes x, any other word is added."""
+        add, remove = [], []
+        for word in words:
+            if word.startswith("!"):
+                if len(word) == 1:
+                    raise NodePluginError("'!' alone is not a kernel argument to remove", hint="write !name, e.g. !quiet")
+                remove.append(word[1:])
+            elif word:
+                add.append(word)
+        return cls(tuple(add), tuple(remove))
+
+    def then(self, other: KernelArgEdits) -> KernelArgEdits:
+        """These edits followed by ``other``'s."""
+        return KernelArgEdits(self.add + other.add, self.remove + other.remove)
+
+    def removes(self, word: str) -> bool:
+        return any(_matches_removal(word, removal) for removal in self.remove)
+
+    def apply(self, words: Sequence[str]) -> list[str]:
+        """The argument list after the edits (for menus rendered from a list of words)."""
+        kept = [word for word in words if not self.removes(word)]
+        for word in self.add:
+            if word not in kept:
+                kept.append(word)
+        return kept
+
+    def words(self) -> list[str]:
+        """The edits in edit-livecd's notation (``!x`` for a removal)."""
+        return list(self.add) + [f"!{word}" for word in self.remove]
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove)
+
+
+def _edit_args(args: str, edits: KernelArgEdits) -> tuple[str, list[str], list[str]]:
     """Remove then add words in one argument string; returns the new string, removed and added words."""
     removed: list[str] = []
     kept_text = args
     for start, end in reversed(split_args(args)):
         word = args[start:end]
-        if any(_matches_removal(word, removal) for removal in remove):
+        if edits.removes(word):
             removed.append(word)
             before = start
             while before > 0 and kept_text[before - 1] in " \t":
@@ -154,7 +199,7 @@ def _edit_args(args: str, add: Sequence[str], remove: Sequence[str]) -> tuple[st
     removed.reverse()
     present = {kept_text[s:e] for s, e in split_args(kept_text)}
     added = []
-    for word in add:
+    for word in edits.add:
         if word not in present:
             kept_text += " " + word
             present.add(word)
@@ -171,22 +216,18 @@ def _lines(text: str) -> list[tuple[str, str]]:
     return result
 
 
-def edit_kernel_args(text: str, fmt: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> ConfigEdit:
-    """Add and remove kernel arguments on every kernel command line of a config.
+def edit_kernel_args(text: str, fmt: str, edits: KernelArgEdits) -> ConfigEdit:
+    """Apply ``edits`` to every kernel command line of a config.
 
-    Removal by name (``console`` drops ``console=ttyS0``) or exact word (``console=ttyS0``); an
-    argument already present is not added twice, so the edit is idempotent.
+    An argument already present is not added twice, so the edit is idempotent.
     """
     _check_format(fmt)
-    for word in list(add) + list(remove):
-        if split_args(word) != [(0, len(word))] or "\n" in word or "\r" in word:
-            raise NodePluginError(f"invalid kernel argument {word!r}", hint="give one argument per word")
     pattern = _KERNEL_LINE[fmt]
     out, changes = [], []
     for number, (content, ending) in enumerate(_lines(text), start=1):
         match = pattern.match(content)
         if match and not content.lstrip().startswith("#"):
-            new_args, removed, added = _edit_args(match.group("args"), add, remove)
+            new_args, removed, added = _edit_args(match.group("args"), edits)
             if removed or added:
                 content = match.group("lead") + new_args + match.group("trail")
                 what = [f"removed {w!r}" for w in removed] + [f"added {w!r}" for w in added]

@@ -18,18 +18,17 @@ import re
 import shutil
 import tempfile
 
-from ._digests import cached_sha256
 from ._errors import NodePluginError
-from ._iso import BootConfig, IsoReader, boot_configs, boot_records, check_complete, read_hybrid
+from ._iso import BootConfig, IsoReader
 from ._isomd5 import check as check_md5_sum
 from ._isomd5 import read_field
 from ._liveos import extract_root_image, inspect_live_os
 from ._nodeinfo import node_info
+from ._nodeiso import NodeIso
 from ._rpmdb import image_packages_from_root_image, installed_plugins
 from ._run import StageTimer
 
 STAMP = ".node_iso_extract.json"
-_UPDATE_DIR = re.compile(r"^/isolinux/update(\d+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,26 +49,11 @@ def _entry_dict(config: BootConfig) -> list[dict]:
              "default": entry.default} for entry in config.entries]
 
 
-def _boot_entries(iso: str) -> dict[str, list[dict]]:
+def _boot_entries(iso: IsoReader) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {"isolinux": [], "grub": [], "efiboot": []}
-    for config in boot_configs(iso):
+    for config in iso.boot_configs():
         grouped[config.loader].extend(_entry_dict(config))
     return grouped
-
-
-def _updates(reader: IsoReader) -> list[dict]:
-    """Earlier edits (edit-node's isolinux/updateN folders) in order, with the files each holds."""
-    found: dict[int, list[str]] = {}
-    for entry in reader.walk():
-        match = _UPDATE_DIR.match(entry.path)
-        if match and entry.is_dir:
-            found.setdefault(int(match.group(1)), [])
-        parent = os.path.dirname(entry.path)
-        match = _UPDATE_DIR.match(parent)
-        if match and not entry.is_dir:
-            found.setdefault(int(match.group(1)), []).append(os.path.basename(entry.path))
-    return [{"number": number, "path": f"/isolinux/update{number}", "files": sorted(files)}
-            for number, files in sorted(found.items())]
 
 
 def _md5_state(iso: str, verify: bool) -> dict:
@@ -144,25 +128,24 @@ def _inside(root: str, relative: str) -> str:
     return target
 
 
-def _extract_tree(iso: str, folder: str, stamp: dict) -> None:
+def _extract_tree(reader: IsoReader, folder: str, stamp: dict) -> None:
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.new-", dir=parent)
     try:
         links = []
-        with IsoReader(iso) as reader:
-            for entry in reader.walk():
-                target = _inside(staging, entry.path)
-                if entry.is_dir:
-                    os.makedirs(target, exist_ok=True)
-                elif entry.symlink_target is not None:
-                    links.append((entry.symlink_target, target))
-                else:
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    # O_NOFOLLOW|O_EXCL: a file is only ever created fresh, never written through a link.
-                    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-                    with os.fdopen(descriptor, "wb") as handle:
-                        reader.extract(entry.path, handle)
+        for entry in reader.walk():
+            target = _inside(staging, entry.path)
+            if entry.is_dir:
+                os.makedirs(target, exist_ok=True)
+            elif entry.symlink_target is not None:
+                links.append((entry.symlink_target, target))
+            else:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                # O_NOFOLLOW|O_EXCL: a file is only ever created fresh, never written through a link.
+                descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(descriptor, "wb") as handle:
+                    reader.extract(entry.path, handle)
         # Links last, so no file is ever written through one (they are kept as links, never followed).
         for link_target, target in links:
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -174,7 +157,7 @@ def _extract_tree(iso: str, folder: str, stamp: dict) -> None:
         raise
 
 
-def _extract_rootfs(iso: str, folder: str, stamp: dict) -> str:
+def _extract_rootfs(iso: IsoReader, folder: str, stamp: dict) -> str:
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.new-", dir=parent)
@@ -190,10 +173,10 @@ def _extract_rootfs(iso: str, folder: str, stamp: dict) -> str:
 
 def extract_iso(request: ExtractRequest) -> dict:
     """Facts of a Node ISO and the requested extractions; the dict node_iso_extract returns."""
-    timer = StageTimer()
     src = os.path.abspath(request.src)
     if not os.path.isfile(src):
-        raise NodePluginError("the ISO does not exist or is not a regular file", path=src, hint="check src")
+        what = "is a folder, not an ISO file" if os.path.isdir(src) else "does not exist or is not a regular file"
+        raise NodePluginError(f"the ISO {what}", path=src, hint="check src")
     dest = os.path.abspath(request.dest) if request.dest else None
     rootfs_dest = os.path.abspath(request.rootfs_dest) if request.rootfs_dest else None
     for folder, option in ((dest, "dest"), (rootfs_dest, "rootfs_dest")):
@@ -201,22 +184,26 @@ def extract_iso(request: ExtractRequest) -> dict:
             _check_destination(folder, option)
     if dest and rootfs_dest and (dest == rootfs_dest or os.path.commonpath([dest, rootfs_dest]) in (dest, rootfs_dest)):
         raise NodePluginError("dest and rootfs_dest must not contain each other", hint="give two separate folders")
+    with NodeIso(src) as iso:
+        return _extract(request, iso, dest, rootfs_dest)
+
+
+def _extract(request: ExtractRequest, iso: NodeIso, dest: str | None, rootfs_dest: str | None) -> dict:
+    timer = StageTimer()
+    src = iso.path
     with timer.stage("read ISO"):
-        volume_size = check_complete(src)
-        with IsoReader(src) as reader:
-            volume_id = reader.volume_id
-            files = [entry for entry in reader.walk() if not entry.is_dir]
-            updates = _updates(reader)
-        records = boot_records(src)
-        hybrid = read_hybrid(src)
+        files = [entry for entry in iso.walk() if not entry.is_dir]
+        updates = iso.updates()
+        records = iso.boot_records()
+        hybrid = iso.hybrid()
     with timer.stage("boot configs"):
-        entries = _boot_entries(src)
+        entries = _boot_entries(iso)
     with timer.stage("LiveOS"):
-        live = inspect_live_os(src)
+        live = inspect_live_os(iso)
     with timer.stage("md5"):
         md5 = _md5_state(src, request.check_md5)
     with timer.stage("sha256"):
-        iso_sha256 = cached_sha256(src)
+        iso_sha256 = iso.sha256
     changed = False
     result: dict = {"dest": dest, "rootfs_dest": rootfs_dest, "root_image_path": None, "packages": None,
                     "plugins": None}
@@ -232,17 +219,17 @@ def extract_iso(request: ExtractRequest) -> dict:
                 changed = True
             else:
                 with timer.stage("extract root image"):
-                    root_image = _extract_rootfs(src, rootfs_dest, stamp)
+                    root_image = _extract_rootfs(iso, rootfs_dest, stamp)
                 changed = True
             result["root_image_path"] = os.path.join(rootfs_dest, live.root_image_name)
         with timer.stage("version"):
-            info = node_info(src)
+            info = iso.node
             if info.source == "volume id" or request.packages:
                 if root_image is None:
                     with timer.stage("extract root image"):
-                        root_image = extract_root_image(src, scratch)
+                        root_image = extract_root_image(iso, scratch)
                 if info.source == "volume id":
-                    info = node_info(src, root_image=root_image)
+                    info = node_info(iso, root_image=root_image)
         if request.packages:
             with timer.stage("packages"):
                 result["packages"] = [package.nevra for package in image_packages_from_root_image(root_image, scratch)]
@@ -255,15 +242,15 @@ def extract_iso(request: ExtractRequest) -> dict:
                 changed = True
                 if not request.check_mode:
                     with timer.stage("extract tree"):
-                        _extract_tree(src, dest, stamp)
+                        _extract_tree(iso, dest, stamp)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.update({
         "changed": changed,
         "src": src,
         "sha256": iso_sha256,
-        "volume_id": volume_id,
-        "volume_size": volume_size,
+        "volume_id": iso.volume_id,
+        "volume_size": iso.volume_size,
         "product": info.product,
         "version": info.version,
         "release": info.release,

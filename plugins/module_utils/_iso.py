@@ -11,6 +11,7 @@ before it is renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -21,12 +22,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import BinaryIO
 
-from ._bootcfg import (GRUB, GRUB_LEGACY, ISOLINUX, BootEntry, ConfigEdit, check_volume_id, detect_format,
-                       edit_kernel_args, efiboot_configs, list_entries, parse_arg_edits, read_efiboot_file,
+from ._bootcfg import (GRUB, GRUB_LEGACY, ISOLINUX, BootEntry, ConfigEdit, KernelArgEdits, check_volume_id,
+                       detect_format, edit_kernel_args, efiboot_configs, list_entries, read_efiboot_file,
                        replace_volume_label, write_efiboot_file)
 from ._errors import NodePluginError
 from ._isomd5 import implant as implant_md5
 from ._isomd5 import read_field
+from ._reproducible import source_date_epoch
 from ._run import run
 
 try:
@@ -40,7 +42,6 @@ except ImportError as _import_error:  # pragma: no cover - reported by the modul
     PyCdlibException = Exception  # type: ignore[misc,assignment]
 
 SECTOR_SIZE = 2048
-_STREAM_CHUNK = 1 << 20
 _EFI_IMAGE_NAMES = ("efiboot.img", "macboot.img")
 _CONFIG_NAMES = ("isolinux.cfg", "syslinux.cfg", "grub.cfg")
 
@@ -112,6 +113,12 @@ class BootConfig:
     fmt: str
     entries: list[BootEntry]
     efiboot: str | None = None
+    text: str = dataclasses.field(default="", repr=False, compare=False)
+
+    @property
+    def where(self) -> str:
+        """``<efi image>:<config>`` for a config inside an EFI image, else the config's path."""
+        return f"{self.efiboot}:{self.path}" if self.efiboot else self.path
 
     @property
     def loader(self) -> str:
@@ -122,10 +129,12 @@ class BootConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BootConfigEdits:
-    """Edited boot configs ready for rewrite_iso(replace_files=...), and what changed in each."""
+    """Edited boot configs ready for rewrite_iso(replace_files=...), what changed in each, and every
+    config as it reads after the edit (``configs``, in the order of IsoReader.boot_configs())."""
 
     replace_files: dict[str, str]
     changes: dict[str, list[str]]
+    configs: list[BootConfig]
 
 
 def _require_pycdlib() -> None:
@@ -139,20 +148,25 @@ def _norm(path: str) -> str:
 
 
 class IsoReader:
-    """An ISO opened read-only with pycdlib; use as a context manager."""
+    """An ISO opened read-only with pycdlib, once; use as a context manager.
+
+    Facts that cost a walk, a tool run or an extraction are computed on first use and kept while
+    the reader is open (the file list, the boot records, the boot configs with each EFI image
+    extracted once): every stage that holds the reader asks it instead of the path.
+    """
 
     def __init__(self, path: str) -> None:
         _require_pycdlib()
         self.path = path
         if not os.path.isfile(path):
-            raise NodePluginError("the ISO does not exist or is not a regular file", path=path,
-                                  hint="check the path")
+            what = "a folder, not an ISO file" if os.path.isdir(path) else "does not exist or is not a regular file"
+            raise NodePluginError(f"the ISO {what}", path=path, hint="give the path of an .iso file")
         check_complete(path)
         self._iso = pycdlib.PyCdlib()
         try:
             self._iso.open(path)
-        except (PyCdlibException, struct.error, ValueError) as exc:
-            raise NodePluginError(f"not a readable ISO 9660 image: {exc}", path=path,
+        except (PyCdlibException, struct.error, ValueError, OSError, IndexError, KeyError, RecursionError) as exc:
+            raise NodePluginError(f"not a readable ISO 9660 image: {str(exc)[:300]}", path=path,
                                   hint="pass the path of an .iso file (a damaged download also fails here)") from exc
         if self._iso.has_rock_ridge():
             self._name_kind = "rr_path"
@@ -160,6 +174,12 @@ class IsoReader:
             self._name_kind = "joliet_path"
         else:
             self._name_kind = "iso_path"
+        self._entries: list[IsoFile] | None = None
+        self._boot_records: BootRecords | None = None
+        self._hybrid: HybridInfo | None = None
+        self._boot_configs: list[BootConfig] | None = None
+        self._scratch: str | None = None
+        self._efi_images: dict[str, str] = {}
 
     def __enter__(self) -> IsoReader:
         return self
@@ -169,6 +189,9 @@ class IsoReader:
 
     def close(self) -> None:
         self._iso.close()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     @property
     def name_kind(self) -> str:
@@ -203,24 +226,37 @@ class IsoReader:
             name = name.split(";", 1)[0].rstrip(".").lower()
         return parent.rstrip("/") + "/" + name
 
-    def walk(self) -> Iterator[IsoFile]:
-        """Every file and directory, depth first, with its preferred name."""
+    def _walk_tree(self) -> Iterator[IsoFile]:
         stack = ["/"]
+        seen: set[int] = set()
         while stack:
             directory = stack.pop()
             kind = self._name_kind
             query = directory if kind != "iso_path" else directory.upper()
-            for child in self._iso.list_children(**{kind: query}):
+            try:
+                children = list(self._iso.list_children(**{kind: query}))
+            except (PyCdlibException, struct.error, ValueError, IndexError, KeyError) as exc:
+                raise NodePluginError(f"cannot list the folder {directory} of the ISO: {str(exc)[:200]}",
+                                      path=self.path, hint="the image is damaged") from exc
+            for child in children:
                 if child is None or child.is_dot() or child.is_dotdot():
                     continue
                 if kind == "rr_path":
                     name = child.rock_ridge.name().decode("utf-8", "surrogateescape")
                 elif kind == "joliet_path":
-                    name = child.file_identifier().decode("utf-16_be")
+                    name = child.file_identifier().decode("utf-16_be", "replace")
                 else:
                     name = child.file_identifier().decode("ascii", "replace")
+                if not name or "/" in name or name in (".", ".."):
+                    raise NodePluginError(f"the ISO holds an entry named {name!r} in {directory}", path=self.path,
+                                          hint="the image is damaged or crafted")
                 path = self._display(directory, name)
                 if child.is_dir():
+                    # A directory record pointing back at an ancestor would make the walk endless.
+                    if child.extent_location() in seen:
+                        raise NodePluginError(f"the folder {path} of the ISO loops back on itself", path=self.path,
+                                              hint="the image is damaged or crafted")
+                    seen.add(child.extent_location())
                     yield IsoFile(path=path, size=0, is_dir=True)
                     stack.append(path)
                     continue
@@ -229,9 +265,53 @@ class IsoReader:
                     target = child.rock_ridge.symlink_path().decode("utf-8", "surrogateescape")
                 yield IsoFile(path=path, size=child.get_data_length(), symlink_target=target)
 
+    def walk(self) -> list[IsoFile]:
+        """Every file and directory, depth first, with its preferred name (walked once per reader)."""
+        if self._entries is None:
+            self._entries = list(self._walk_tree())
+        return self._entries
+
     def files(self) -> list[IsoFile]:
         """Regular files (and symlinks), sorted by path."""
         return sorted((entry for entry in self.walk() if not entry.is_dir), key=lambda entry: entry.path)
+
+    def boot_records(self) -> BootRecords:
+        """El Torito entries and system area as xorriso reports them (run once per reader)."""
+        if self._boot_records is None:
+            self._boot_records = boot_records(self.path)
+        return self._boot_records
+
+    def hybrid(self) -> HybridInfo:
+        """The isohybrid MBR/GPT of the system area (read once per reader)."""
+        if self._hybrid is None:
+            self._hybrid = read_hybrid(self.path)
+        return self._hybrid
+
+    def scratch_dir(self) -> str:
+        """A private folder that lives as long as the reader (for extracted EFI images)."""
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="node-iso-")
+        return self._scratch
+
+    def efi_image(self, image_path: str) -> str:
+        """A local copy of an EFI boot image of the ISO (extracted once; callers must not change it)."""
+        if image_path not in self._efi_images:
+            local = os.path.join(self.scratch_dir(), image_path.strip("/").replace("/", "_"))
+            self.extract(image_path, local)
+            os.chmod(local, 0o444)
+            self._efi_images[image_path] = local
+        return self._efi_images[image_path]
+
+    def boot_configs(self) -> list[BootConfig]:
+        """Every boot config of the ISO (tree and inside each EFI image) with its entries (read once)."""
+        if self._boot_configs is None:
+            configs = []
+            for path, image, text in find_boot_configs(self):
+                fmt = detect_format(path, text)
+                configs.append(BootConfig(path=path, fmt=fmt, entries=list_entries(text, fmt), efiboot=image,
+                                          text=text))
+            self._boot_configs = configs
+        return self._boot_configs
 
     def exists(self, path: str) -> bool:
         try:
@@ -365,26 +445,27 @@ def lost_boot_records(before: BootRecords, after: BootRecords) -> list[str]:
     return lost
 
 
-def check_replayable(iso: str, records: BootRecords | None = None) -> BootRecords:
+def check_replayable(iso: str | IsoReader) -> BootRecords:
     """Refuse layouts that xorriso's boot replay cannot keep: a boot image outside the ISO tree."""
-    records = records or boot_records(iso)
+    with opened(iso) as reader:
+        records = reader.boot_records()
     for entry in records.el_torito:
         if entry.path is None:
             raise NodePluginError(
                 f"El Torito entry {entry.index} ({entry.platform}) boots an image that is not a file of the ISO "
-                "tree (an EFI image only in an appended GPT partition); rewriting would lose it", path=iso,
+                "tree (an EFI image only in an appended GPT partition); rewriting would lose it", path=reader.path,
                 hint="use an ISO whose EFI boot image is a file such as isolinux/efiboot.img or images/efiboot.img")
     return records
 
 
-def _source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise NodePluginError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds",
-                              hint="set it to an integer such as the date of the last commit")
-    return int(value)
+@contextlib.contextmanager
+def opened(iso: str | IsoReader) -> Iterator[IsoReader]:
+    """The reader itself when given one (left open), else the ISO at that path opened for the block."""
+    if isinstance(iso, IsoReader):
+        yield iso
+    else:
+        with IsoReader(iso) as reader:
+            yield reader
 
 
 def _check_local(local: str, iso_path: str) -> None:
@@ -392,7 +473,7 @@ def _check_local(local: str, iso_path: str) -> None:
         raise NodePluginError(f"the local file for {iso_path} does not exist", path=local, hint="check the path")
 
 
-def rewrite_iso(base: str, dest: str, *, replace_files: Mapping[str, str] | None = None,
+def rewrite_iso(base: str | IsoReader, dest: str, *, replace_files: Mapping[str, str] | None = None,
                 add_files: Mapping[str, str] | None = None, remove: Sequence[str] = (),
                 make_dirs: Sequence[str] = (), volume_id: str | None = None, implant: bool = False) -> IsoWriteResult:
     """Write ``dest`` = ``base`` with files replaced, added and removed, keeping every boot record.
@@ -406,31 +487,31 @@ def rewrite_iso(base: str, dest: str, *, replace_files: Mapping[str, str] | None
     started = time.monotonic()
     replace_files = dict(replace_files or {})
     add_files = dict(add_files or {})
-    check_complete(base)
-    before = check_replayable(base)
-    with IsoReader(base) as reader:
+    with opened(base) as reader:
+        base_path = reader.path
+        before = check_replayable(reader)
         for iso_path in replace_files:
             if not reader.exists(iso_path):
-                raise NodePluginError(f"cannot replace {iso_path}: it is not in the base ISO", path=base,
+                raise NodePluginError(f"cannot replace {iso_path}: it is not in the base ISO", path=base_path,
                                       hint="use add_files for new files")
         for iso_path in add_files:
             if reader.exists(iso_path):
-                raise NodePluginError(f"cannot add {iso_path}: it is already in the base ISO", path=base,
+                raise NodePluginError(f"cannot add {iso_path}: it is already in the base ISO", path=base_path,
                                       hint="use replace_files to replace it")
         for iso_path in remove:
             if not reader.exists(iso_path):
-                raise NodePluginError(f"cannot remove {iso_path}: it is not in the base ISO", path=base)
+                raise NodePluginError(f"cannot remove {iso_path}: it is not in the base ISO", path=base_path)
         old_volume_id = reader.volume_id
     for iso_path, local in {**replace_files, **add_files}.items():
         _check_local(local, iso_path)
     if volume_id is not None:
         check_volume_id(volume_id)
-    epoch = _source_date_epoch()
+    epoch = source_date_epoch()
     dest = os.path.abspath(dest)
     workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.", dir=os.path.dirname(dest))
     try:
         temp_iso = os.path.join(workdir, "new.iso")
-        argv = ["xorriso", "-no_rc", "-return_with", "FAILURE", "32", "-indev", base, "-outdev", temp_iso,
+        argv = ["xorriso", "-no_rc", "-return_with", "FAILURE", "32", "-indev", base_path, "-outdev", temp_iso,
                 "-compliance", "no_emul_toc", "-boot_image", "any", "replay", "-joliet", "on",
                 "-stdio_sync", "off"]
         for iso_path in remove:
@@ -451,7 +532,7 @@ def rewrite_iso(base: str, dest: str, *, replace_files: Mapping[str, str] | None
         after = boot_records(temp_iso)
         lost = lost_boot_records(before, after)
         if lost:
-            raise NodePluginError("the rewritten ISO lost boot records: " + "; ".join(lost), path=base,
+            raise NodePluginError("the rewritten ISO lost boot records: " + "; ".join(lost), path=base_path,
                                   hint="this ISO layout cannot be rewritten with boot replay; please report it",
                                   details=after.report)
         md5 = implant_md5(temp_iso, force=True) if implant else None
@@ -471,85 +552,77 @@ def _is_config(path: str) -> bool:
     return base in _CONFIG_NAMES or parent.endswith("efi/boot") and base.endswith(".conf")
 
 
-def _efi_images(files: list[IsoFile]) -> list[str]:
-    images = {entry.path for entry in files if os.path.basename(entry.path).lower() in _EFI_IMAGE_NAMES}
-    return sorted(images)
+def efi_image_paths(reader: IsoReader) -> list[str]:
+    """ISO paths of the EFI boot images (efiboot.img, macboot.img) in the tree."""
+    return sorted({entry.path for entry in reader.files() if os.path.basename(entry.path).lower() in _EFI_IMAGE_NAMES
+                   and entry.symlink_target is None})
 
 
-def find_boot_configs(reader: IsoReader, workdir: str) -> list[tuple[str, str | None, str]]:
+def find_boot_configs(reader: IsoReader) -> list[tuple[str, str | None, str]]:
     """(config path, efiboot image path or None, text) of every boot config, EFI images included."""
     found: list[tuple[str, str | None, str]] = []
-    files = reader.files()
-    for entry in files:
+    for entry in reader.files():
         if _is_config(entry.path) and entry.symlink_target is None:
             found.append((entry.path, None, reader.read_text(entry.path)))
-    for image_path in _efi_images(files):
-        local = os.path.join(workdir, image_path.strip("/").replace("/", "_"))
-        reader.extract(image_path, local)
+    for image_path in efi_image_paths(reader):
+        local = reader.efi_image(image_path)
         for config in efiboot_configs(local):
             found.append((config, image_path, read_efiboot_file(local, config)))
     return found
 
 
-def boot_configs(iso: str) -> list[BootConfig]:
+def boot_configs(iso: str | IsoReader) -> list[BootConfig]:
     """Every boot config of the ISO (tree and inside efiboot.img) with its boot entries."""
-    workdir = tempfile.mkdtemp(prefix="node-iso-bootcfg-")
-    try:
-        with IsoReader(iso) as reader:
-            found = find_boot_configs(reader, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    result = []
-    for path, image, text in found:
-        fmt = detect_format(path, text)
-        result.append(BootConfig(path=path, fmt=fmt, entries=list_entries(text, fmt), efiboot=image))
-    return result
+    with opened(iso) as reader:
+        return reader.boot_configs()
 
 
-def edit_boot_configs(iso: str, workdir: str, *, kernel_args: Sequence[str] = (),
+def edit_boot_configs(iso: str | IsoReader, workdir: str, edits: KernelArgEdits = KernelArgEdits(), *,
                       volume_id: str | None = None) -> BootConfigEdits:
-    """Edit kernel arguments (``!x`` removes x) and the volume label in every boot config.
+    """Apply kernel-argument edits and the volume label to every boot config.
 
     Configs in the tree and inside each efiboot.img are edited alike (UEFI boots from a USB stick
     read the copy inside the image). Edited files are written under ``workdir``; pass
     ``replace_files`` to rewrite_iso (with ``volume_id``) to produce the ISO.
     """
-    add, remove = parse_arg_edits(kernel_args)
     if volume_id is not None:
         check_volume_id(volume_id)
     os.makedirs(workdir, exist_ok=True)
     replace_files: dict[str, str] = {}
     changes: dict[str, list[str]] = {}
-    with IsoReader(iso) as reader:
+    configs: list[BootConfig] = []
+    with opened(iso) as reader:
         old_label = reader.volume_id
-        found = find_boot_configs(reader, workdir)
-    for path, image, text in found:
-        fmt = detect_format(path, text)
-        edit = edit_kernel_args(text, fmt, add=add, remove=remove)
-        lines = list(edit.changes)
-        if volume_id is not None and volume_id != old_label:
-            relabel: ConfigEdit = replace_volume_label(edit.text, fmt, old_label, volume_id)
-            edit = ConfigEdit(text=relabel.text, changes=lines + relabel.changes)
-        else:
-            edit = ConfigEdit(text=edit.text, changes=lines)
-        if not edit.changed:
-            continue
-        if image is None:
-            local = os.path.join(workdir, "tree", path.strip("/"))
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            with open(local, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
-                handle.write(edit.text)
-            replace_files[path] = local
-            changes[path] = edit.changes
-        else:
-            local = os.path.join(workdir, image.strip("/").replace("/", "_"))
-            write_efiboot_file(local, path, edit.text)
-            replace_files[image] = local
-            changes[f"{image}:{path}"] = edit.changes
-    return BootConfigEdits(replace_files=replace_files, changes=changes)
+        for config in reader.boot_configs():
+            edit = edit_kernel_args(config.text, config.fmt, edits)
+            lines = list(edit.changes)
+            if volume_id is not None and volume_id != old_label:
+                relabel: ConfigEdit = replace_volume_label(edit.text, config.fmt, old_label, volume_id)
+                edit = ConfigEdit(text=relabel.text, changes=lines + relabel.changes)
+            if not edit.changed:
+                configs.append(config)
+                continue
+            configs.append(dataclasses.replace(config, entries=list_entries(edit.text, config.fmt), text=edit.text))
+            if config.efiboot is None:
+                local = os.path.join(workdir, "tree", config.path.strip("/"))
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                with open(local, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+                    handle.write(edit.text)
+                replace_files[config.path] = local
+                changes[config.path] = edit.changes
+            else:
+                local = replace_files.get(config.efiboot)
+                if local is None:
+                    local = os.path.join(workdir, config.efiboot.strip("/").replace("/", "_"))
+                    shutil.copyfile(reader.efi_image(config.efiboot), local)
+                    os.chmod(local, 0o644)
+                write_efiboot_file(local, config.path, edit.text)
+                replace_files[config.efiboot] = local
+                changes[config.where] = edit.changes
+    return BootConfigEdits(replace_files=replace_files, changes=changes, configs=configs)
 
 
 __all__ = ["BootConfig", "BootConfigEdits", "BootRecords", "ElToritoEntry", "GRUB", "GRUB_LEGACY", "HybridInfo",
            "ISOLINUX", "IsoFile", "IsoReader", "IsoWriteResult", "boot_configs", "boot_records", "check_complete",
-           "check_replayable", "edit_boot_configs", "find_boot_configs", "lost_boot_records", "read_hybrid",
-           "rewrite_iso"]
+           "check_replayable", "edit_boot_configs", "efi_image_paths", "find_boot_configs", "lost_boot_records",
+           "opened", "read_hybrid", "rewrite_iso"]

@@ -18,7 +18,7 @@ import struct
 import tempfile
 
 from ._errors import NodePluginError
-from ._iso import IsoReader
+from ._iso import IsoReader, opened
 from ._run import run
 
 SQUASHFS_PATH = "/LiveOS/squashfs.img"
@@ -110,21 +110,21 @@ def _require_squashfs(reader: IsoReader) -> int:
     return reader.size(SQUASHFS_PATH)
 
 
-def squashfs_superblock(iso: str) -> SquashfsSuperblock:
+def squashfs_superblock(iso: str | IsoReader) -> SquashfsSuperblock:
     """The superblock of LiveOS/squashfs.img, read straight from the ISO (96 bytes)."""
-    with IsoReader(iso) as reader:
+    with opened(iso) as reader:
         size = _require_squashfs(reader)
         data = reader.read_bytes(SQUASHFS_PATH, SUPERBLOCK_SIZE)
-    superblock = parse_superblock(data, source=f"{iso}:{SQUASHFS_PATH}")
+    superblock = parse_superblock(data, source=f"{reader.path}:{SQUASHFS_PATH}")
     if superblock.bytes_used > size:
         raise NodePluginError(f"LiveOS/squashfs.img is cut short ({size} bytes, its superblock says "
-                              f"{superblock.bytes_used})", path=iso, hint="copy or download the ISO again")
+                              f"{superblock.bytes_used})", path=reader.path, hint="copy or download the ISO again")
     return superblock
 
 
-def stream_squashfs(iso: str, dest: str) -> str:
+def stream_squashfs(iso: str | IsoReader, dest: str) -> str:
     """Copy LiveOS/squashfs.img out of the ISO to ``dest`` (streamed); returns ``dest``."""
-    with IsoReader(iso) as reader:
+    with opened(iso) as reader:
         _require_squashfs(reader)
         reader.extract(SQUASHFS_PATH, dest)
     return dest
@@ -134,9 +134,9 @@ _LLS_LINE = re.compile(r"^(?P<mode>[-dlcbps][-rwxsStT]{9})\s+\S+\s+(?P<size>\d+|
                        r"squashfs-root(?P<path>/.*)$")
 
 
-def squashfs_extent(iso: str) -> tuple[int, int]:
+def squashfs_extent(iso: str | IsoReader) -> tuple[int, int]:
     """(offset, size) of LiveOS/squashfs.img inside the ISO file: unsquashfs reads it in place."""
-    with IsoReader(iso) as reader:
+    with opened(iso) as reader:
         _require_squashfs(reader)
         return reader.extent(SQUASHFS_PATH)
 
@@ -169,29 +169,31 @@ def find_root_image(files: dict[str, int], *, source: str) -> tuple[str, int]:
                           path=source, hint=f"its files are: {', '.join(sorted(files)[:10]) or 'none'}")
 
 
-def inspect_live_os(iso: str) -> LiveOsFacts:
+def inspect_live_os(iso: str | IsoReader) -> LiveOsFacts:
     """Facts of the LiveOS folder: superblock, root image name and size (read in place), osmin.img."""
-    superblock = squashfs_superblock(iso)
-    with IsoReader(iso) as reader:
+    with opened(iso) as reader:
+        superblock = squashfs_superblock(reader)
         offset, size = reader.extent(SQUASHFS_PATH)
         osmin = reader.exists(OSMIN_PATH)
-    name, root_size = find_root_image(list_squashfs(iso, offset=offset), source=f"{iso}:{SQUASHFS_PATH}")
+    name, root_size = find_root_image(list_squashfs(reader.path, offset=offset),
+                                      source=f"{reader.path}:{SQUASHFS_PATH}")
     return LiveOsFacts(squashfs_path=SQUASHFS_PATH, squashfs_size=size, superblock=superblock,
                        root_image_name=name, root_image_size=root_size, osmin=osmin)
 
 
-def extract_root_image(iso: str, dest_dir: str, *, squashfs: str | None = None) -> str:
+def extract_root_image(iso: str | IsoReader, dest_dir: str, *, squashfs: str | None = None) -> str:
     """Unpack LiveOS/<root image> from the ISO's squashfs into ``dest_dir``; returns its path.
 
     unsquashfs reads the squashfs in place inside the ISO (no copy); ``squashfs`` names a local
     squashfs file to read instead. The image is unpacked next to its final place and renamed, so a
     failure leaves nothing behind.
     """
+    iso_path = iso.path if isinstance(iso, IsoReader) else iso
     if squashfs is None:
-        source, offset = iso, squashfs_extent(iso)[0]
+        source, offset = iso_path, squashfs_extent(iso)[0]
     else:
         source, offset = squashfs, 0
-    name, _size = find_root_image(list_squashfs(source, offset=offset), source=f"{iso}:{SQUASHFS_PATH}")
+    name, _size = find_root_image(list_squashfs(source, offset=offset), source=f"{iso_path}:{SQUASHFS_PATH}")
     os.makedirs(dest_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".root-image-", dir=dest_dir)
     try:
@@ -200,7 +202,7 @@ def extract_root_image(iso: str, dest_dir: str, *, squashfs: str | None = None) 
                      check=False)
         image = os.path.join(unpacked, "LiveOS", name)
         if result.returncode != 0 or not os.path.isfile(image):
-            raise NodePluginError(f"cannot unpack LiveOS/{name} from the squashfs", path=iso,
+            raise NodePluginError(f"cannot unpack LiveOS/{name} from the squashfs", path=iso_path,
                                   hint="check free space in the destination; the squashfs may be damaged",
                                   details=(result.stderr or b"").decode("utf-8", "replace").strip()[-2000:])
         target = os.path.join(dest_dir, name)

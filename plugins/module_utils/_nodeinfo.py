@@ -15,7 +15,7 @@ import re
 import shlex
 
 from ._errors import NodePluginError
-from ._iso import IsoReader
+from ._iso import IsoReader, opened
 from ._liveos import read_root_file
 
 ISO_VERSION_FILE = "/isolinux/version"
@@ -27,6 +27,8 @@ SOURCE_SYSTEM_RELEASE = "/etc/system-release"
 SOURCE_VOLUME_ID = "volume id"
 
 _RELEASE_LINE = re.compile(r"^(?P<product>.+?) release (?P<version>\S+) \((?P<release>[^)]*)\)(?P<rest>.*)$")
+# A version file is a few hundred bytes; a bigger one is not read whole.
+_MAX_VERSION_FILE = 64 * 1024
 _VOLUME_ID = re.compile(r"^(?P<prefix>.+?)-iso-(?P<version>\d[^-]*)-(?P<release>.+)$")
 
 
@@ -101,15 +103,15 @@ def node_info_from_root(root_image: str) -> NodeInfo | None:
     return parse_system_release(text) if text else None
 
 
-def iso_version_fields(iso: str) -> dict[str, str] | None:
+def iso_version_fields(iso: str | IsoReader) -> dict[str, str] | None:
     """The fields of isolinux/version, or None when the ISO has none."""
-    with IsoReader(iso) as reader:
+    with opened(iso) as reader:
         if not reader.exists(ISO_VERSION_FILE):
             return None
-        return parse_version_file(reader.read_text(ISO_VERSION_FILE))
+        return parse_version_file(reader.read_bytes(ISO_VERSION_FILE, _MAX_VERSION_FILE).decode("utf-8", "replace"))
 
 
-def node_info(iso: str, *, root_image: str | None = None) -> NodeInfo:
+def node_info(iso: str | IsoReader, *, root_image: str | None = None) -> NodeInfo:
     """Product/version/release of a Node ISO from the most trusted source available.
 
     The root image is consulted only when isolinux/version lacks the facts and ``root_image``
@@ -123,11 +125,11 @@ def node_info(iso: str, *, root_image: str | None = None) -> NodeInfo:
         info = node_info_from_root(root_image)
         if info:
             return info
-    with IsoReader(iso) as reader:
+    with opened(iso) as reader:
         volume_id = reader.volume_id
     info = parse_volume_id(volume_id)
     if info:
         return info
     raise NodePluginError(f"cannot tell which Node this is: no isolinux/version, no version in the root image, and "
-                          f"the volume id {volume_id!r} is not ovirt-node-iso-<version>-<release>", path=iso,
+                          f"the volume id {volume_id!r} is not ovirt-node-iso-<version>-<release>", path=reader.path,
                           hint="is this an oVirt Node ISO?")

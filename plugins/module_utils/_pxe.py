@@ -36,10 +36,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from ._bootcfg import GRUB, ISOLINUX, BootEntry, arg_name, parse_arg_edits, udev_escape
-from ._digests import cached_sha256, file_sha256
+from ._bootcfg import GRUB, ISOLINUX, BootEntry, KernelArgEdits, arg_name, udev_escape
+from ._digests import file_sha256
 from ._errors import NodePluginError
-from ._iso import IsoReader, boot_configs
+from ._iso import IsoReader
+from ._nodeinfo import iso_version_fields
+from ._nodeiso import NodeIso
 from ._run import StageTimer, require_tool, run
 
 PXELINUX = "/usr/lib/PXELINUX/pxelinux.0"
@@ -144,17 +146,6 @@ class IsoBootFacts:
 
 def _without(words: Sequence[str], names: Sequence[str]) -> list[str]:
     return [word for word in words if arg_name(word) not in names]
-
-
-def apply_arg_edits(words: Sequence[str], edits: Sequence[str]) -> list[str]:
-    """Apply edit-livecd style edits: ``!name`` (or ``!name=value``) removes, other words are added once."""
-    add, remove = parse_arg_edits(edits)
-    kept = [word for word in words
-            if not any(word == removal if "=" in removal else arg_name(word) == removal for removal in remove)]
-    for word in add:
-        if word not in kept:
-            kept.append(word)
-    return kept
 
 
 def pxe_kernel_args(words: Sequence[str], *, volume_id: str, iso_name: str, initrd: str) -> list[str]:
@@ -315,20 +306,14 @@ def _default_entry(entries: Sequence[BootEntry]) -> BootEntry:
     return entries[0]
 
 
-def iso_boot_facts(iso: str) -> IsoBootFacts:
+def iso_boot_facts(reader: IsoReader) -> IsoBootFacts:
     """The ISO's label and version and its default BIOS entry (else the GRUB one) with absolute ISO paths."""
-    with IsoReader(iso) as reader:
-        volume_id = reader.volume_id
-        info: dict[str, str] = {}
-        if reader.exists("/isolinux/version"):
-            for line in reader.read_text("/isolinux/version").splitlines():
-                key, sep, value = line.partition("=")
-                if sep:
-                    info[key.strip()] = value.strip().strip("'\"")
-        if not reader.exists(SQUASHFS_ISO_PATH):
-            raise NodePluginError("the ISO has no LiveOS/squashfs.img", path=iso,
-                                  hint="node_pxe_tree needs a Fedora LiveCD-style ISO such as an oVirt Node ISO")
-    configs = [config for config in boot_configs(iso) if config.efiboot is None and config.entries]
+    volume_id = reader.volume_id
+    info = iso_version_fields(reader) or {}
+    if not reader.exists(SQUASHFS_ISO_PATH):
+        raise NodePluginError("the ISO has no LiveOS/squashfs.img", path=reader.path,
+                              hint="node_pxe_tree needs a Fedora LiveCD-style ISO such as an oVirt Node ISO")
+    configs = [config for config in reader.boot_configs() if config.efiboot is None and config.entries]
     ordered = [c for c in configs if c.fmt == ISOLINUX] + [c for c in configs if c.fmt == GRUB]
     for config in ordered:
         entry = _default_entry(config.entries)
@@ -339,7 +324,7 @@ def iso_boot_facts(iso: str) -> IsoBootFacts:
                                 kernel=_iso_dir_path(config.path, entry.kernel),
                                 initrd=_iso_dir_path(config.path, initrd.split(",")[0]),
                                 kernel_args=list(entry.kernel_args))
-    raise NodePluginError("no boot entry with a kernel and an initrd in isolinux.cfg or grub.cfg", path=iso,
+    raise NodePluginError("no boot entry with a kernel and an initrd in isolinux.cfg or grub.cfg", path=reader.path,
                           hint="node_pxe_tree needs a bootable Fedora LiveCD-style ISO")
 
 
@@ -374,7 +359,7 @@ def _entries(request: PxeTreeRequest, facts: IsoBootFacts, iso_name: str, prefix
     """The entries of one menu; ``prefix`` is where the tree sits as the loader sees paths."""
     title = request.title or " ".join(part for part in (facts.product or "oVirt Node", facts.version) if part)
     loader_prefix = ("/" + prefix.lstrip("/")) if grub else prefix.lstrip("/")
-    base = apply_arg_edits(facts.kernel_args, request.extra_kernel_args)
+    base = KernelArgEdits.parse(request.extra_kernel_args).apply(facts.kernel_args)
     entries = [PxeEntry(label=request.label, title=title, kernel=loader_prefix + KERNEL,
                         initrd=loader_prefix + INITRD, ipappend=request.ipappend,
                         kernel_args=pxe_kernel_args(base, volume_id=facts.volume_id, iso_name=iso_name,
@@ -501,22 +486,21 @@ def _efi_image(path: str) -> None:
     run(["grub-mkimage", "-O", "x86_64-efi", "-p", "(tftp)/", "-o", path, *GRUB_NET_MODULES])
 
 
-def _assemble(request: PxeTreeRequest, facts: IsoBootFacts, iso_name: str, tree: str, work: str,
+def _assemble(request: PxeTreeRequest, reader: IsoReader, facts: IsoBootFacts, iso_name: str, tree: str, work: str,
               timer: StageTimer) -> list[str]:
     os.makedirs(os.path.join(tree, "pxelinux.cfg"))
     os.makedirs(os.path.join(tree, "menus"))
-    with IsoReader(request.src) as reader:
-        with timer.stage("kernel"):
-            reader.extract(facts.kernel, os.path.join(tree, KERNEL))
-        with timer.stage("initrd"), open(os.path.join(tree, INITRD), "wb") as target:
-            reader.extract(facts.initrd, target)
-            # The kernel finds an appended cpio only at a 4-byte-aligned offset.
-            target.write(b"\0" * (-target.tell() % 4))
-            _stripped_iso_cpio_gz(reader, facts.volume_id, iso_name, work, target)
-        if request.http_url:
-            with timer.stage("http"):
-                reader.extract(facts.initrd, os.path.join(tree, NET_INITRD))
-                reader.extract(SQUASHFS_ISO_PATH, os.path.join(tree, SQUASHFS))
+    with timer.stage("kernel"):
+        reader.extract(facts.kernel, os.path.join(tree, KERNEL))
+    with timer.stage("initrd"), open(os.path.join(tree, INITRD), "wb") as target:
+        reader.extract(facts.initrd, target)
+        # The kernel finds an appended cpio only at a 4-byte-aligned offset.
+        target.write(b"\0" * (-target.tell() % 4))
+        _stripped_iso_cpio_gz(reader, facts.volume_id, iso_name, work, target)
+    if request.http_url:
+        with timer.stage("http"):
+            reader.extract(facts.initrd, os.path.join(tree, NET_INITRD))
+            reader.extract(SQUASHFS_ISO_PATH, os.path.join(tree, SQUASHFS))
     with timer.stage("loaders"):
         for source in (PXELINUX, LDLINUX):
             if not os.path.isfile(source):
@@ -544,9 +528,15 @@ def build_pxe_tree(request: PxeTreeRequest) -> PxeTreeResult:
     if any(c.isspace() for c in iso_name):
         raise NodePluginError(f"the ISO's file name {iso_name!r} has spaces; it becomes a kernel argument",
                               hint="set iso_name to a name without spaces")
+    with NodeIso(request.src) as iso:
+        return _build_pxe_tree(request, iso, dest, iso_name, timer)
+
+
+def _build_pxe_tree(request: PxeTreeRequest, iso: NodeIso, dest: str, iso_name: str,
+                    timer: StageTimer) -> PxeTreeResult:
     with timer.stage("inspect"):
-        iso_sha256 = cached_sha256(request.src)
-        facts = iso_boot_facts(request.src)
+        iso_sha256 = iso.sha256
+        facts = iso_boot_facts(iso)
     release_id = f"{request.release_version or facts.version}-{iso_sha256[:12]}"
     stamp = _stamp(request, iso_sha256)
     kernel_args = {f"{path}#{entry.label}": entry.kernel_args
@@ -573,7 +563,7 @@ def build_pxe_tree(request: PxeTreeRequest) -> PxeTreeResult:
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.tmp-", dir=parent)
     try:
         tree = os.path.join(work, "tree")
-        result.menu_checks = _assemble(request, facts, iso_name, tree, work, timer)
+        result.menu_checks = _assemble(request, iso, facts, iso_name, tree, work, timer)
         sizes = {name: os.path.getsize(os.path.join(tree, name)) for name in _tree_files(tree)}
         with open(os.path.join(tree, STAMP), "w", encoding="utf-8") as handle:
             json.dump({**stamp, "release_id": release_id, "sizes": sizes}, handle, indent=1, sort_keys=True)
@@ -598,6 +588,6 @@ def tree_digest(dest: str) -> str:
     return file_sha256(os.path.join(dest, SUMS))
 
 
-__all__ = ["IsoBootFacts", "PxeEntry", "PxeTreeRequest", "PxeTreeResult", "apply_arg_edits", "build_pxe_tree",
+__all__ = ["IsoBootFacts", "PxeEntry", "PxeTreeRequest", "PxeTreeResult", "build_pxe_tree",
            "check_grub", "check_menus", "check_pxelinux", "http_kernel_args", "iso_boot_facts", "pxe_kernel_args",
            "read_sums", "render_grub", "render_menus", "render_pxelinux", "tree_digest", "write_sums"]

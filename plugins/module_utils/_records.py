@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from ._errors import NodePluginError
+from ._plugin import PluginManifest, validate_manifest
 
 TOOL_NAME = "ovirt.node_plugins"
 TOOL_VERSION = "1.0.0-dev0"
@@ -166,13 +167,28 @@ def edited_system_release(text: str, *, unsigned: bool) -> str:
     return line + suffix + "\n"
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordedPlugin:
+    """One plugin as the build record names it: digest, full manifest, and who signed it."""
+
+    name: str
+    version: str
+    sha256: str
+    manifest: PluginManifest
+    signer: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256,
+                "manifest": self.manifest.to_dict(), "signer": self.signer}
+
+
 @dataclasses.dataclass
 class BuildRecord:
     """The machine-readable record of how an ISO was built, stored in the ISO itself."""
 
     base_sha256: str
     base_volume_id: str
-    plugins: list[dict]
+    plugins: list[RecordedPlugin]
     options: dict
     inputs_digest: str
     update: int
@@ -183,20 +199,46 @@ class BuildRecord:
     format: int = BUILD_RECORD_FORMAT
     history: list[dict] = dataclasses.field(default_factory=list)
 
+    def to_dict(self) -> dict:
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data["plugins"] = [plugin.to_dict() for plugin in self.plugins]
+        return data
+
     def to_json(self) -> bytes:
-        return (json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2) + "\n").encode("utf-8")
+        return (json.dumps(self.to_dict(), sort_keys=True, indent=2) + "\n").encode("utf-8")
 
     @classmethod
     def from_json(cls, content: bytes, source: str = BUILD_RECORD_ISO_PATH) -> BuildRecord:
+        """Parse and check a build record; it comes from an ISO, so it is checked like any input."""
         try:
             data = json.loads(content)
-        except ValueError as exc:
-            raise NodePluginError(f"the build record is not valid JSON: {exc}", path=source) from exc
+        except (ValueError, RecursionError) as exc:
+            raise NodePluginError(f"the build record is not valid JSON: {str(exc)[:200]}", path=source) from exc
         if not isinstance(data, dict) or data.get("format") != BUILD_RECORD_FORMAT:
-            raise NodePluginError(f"unsupported build record format {data.get('format') if isinstance(data, dict) else data!r}",
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise NodePluginError(f"unsupported build record format {str(found)[:40]!r}",
                                   path=source, hint="it was written by another version of ovirt.node_plugins")
-        known = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        try:
+            plugins = [RecordedPlugin(name=str(item["name"]), version=str(item["version"]), sha256=str(item["sha256"]),
+                                      manifest=validate_manifest(item["manifest"], where=f"{source}: plugins"),
+                                      signer=item.get("signer"))
+                       for item in data.get("plugins", [])]
+            known = {field.name for field in dataclasses.fields(cls)}
+            fields = {key: value for key, value in data.items() if key in known}
+            fields["plugins"] = plugins
+            record = cls(**fields)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise NodePluginError(f"the build record lacks or misstates a field ({str(exc)[:100]})", path=source,
+                                  hint="the ISO's build record is damaged; rebuild the ISO") from exc
+        if not isinstance(record.update, int) or not isinstance(record.packages, dict) or \
+                not isinstance(record.kernel_args, dict) or not isinstance(record.history, list):
+            raise NodePluginError("the build record has fields of the wrong type", path=source,
+                                  hint="the ISO's build record is damaged; rebuild the ISO")
+        return record
+
+    def package_names(self) -> list[str]:
+        """Names of the packages this build installed for its plugins."""
+        return sorted({nevra.rsplit("-", 2)[0] for nevras in self.packages.values() for nevra in nevras})
 
 
 def inputs_digest(base_sha256: str, plugin_sha256s: list[str], options: Mapping[str, object]) -> str:

@@ -23,6 +23,7 @@ takes the scratch writes of rpm). The report is JSON, written atomically, option
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import fnmatch
@@ -35,24 +36,24 @@ from collections.abc import Callable, Sequence
 
 from . import _records as records
 from ._boot import BOOT_PATHS, boot_iso
+from ._choices import BOOT_TESTS
 from ._digests import cached_sha256
 from ._errors import NodePluginError
-from ._iso import BootRecords, IsoReader, boot_configs, boot_records, check_complete, lost_boot_records
+from ._iso import IsoReader, lost_boot_records
 from ._isomd5 import check as check_md5
 from ._liveos import extract_root_image
-from ._nodeinfo import node_info
+from ._nodeiso import NodeIso
 from ._rootfs import RootImageSession
-from ._rpmhdr import sign_detached
+from ._rpmhdr import ALLOWED_PATHS, allowed_paths, path_allowed, sign_detached
 from ._run import StageTimer
 from ._versions import parse_range
 
-BOOT_TEST_CHOICES = ("none", "bios", "uefi", "all")
+BOOT_TEST_CHOICES = BOOT_TESTS
 _BOOT_TEST_PATHS = {"none": (), "bios": ("cd-bios",), "uefi": ("cd-uefi",), "all": BOOT_PATHS}
 BASE_MOUNT = "/mnt/.ovirt-node-plugins-base"
-# Unowned files that an edit changes by design, and paths plugins may change (the writer's guide).
+# Unowned files that an edit changes by design (records, manifests, the rpm database, scratch space).
 _EDIT_PATHS = ("/etc/system-release", "/etc/ovirt-plugins.d/*", "/etc/ovirt-plugins-manifests.d/*",
                "/var/lib/rpm/*", "/var/tmp/*", "/tmp/*", "/var/log/*", "/var/cache/*")
-_PLUGIN_PATHS = ("/etc/*", "/opt/*", "/usr/share/man/*", "/usr/lib/python*", "/usr/lib/systemd/*")
 _RPM_V_LINE = re.compile(r"^(?P<flags>missing|[.?SM5DLUGTP]{8,9})\s+(?P<type>[cdglr ])?\s*(?P<path>/.*)$")
 ProgressCallback = Callable[[str], None]
 
@@ -124,43 +125,51 @@ class _ImageFacts:
     unowned_checked: int
 
 
-def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = None) -> VerifyResult:
-    """Run every check on request.src; write (and sign) the report unless in check mode."""
+def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = None,
+               session_factory: Callable[..., RootImageSession] = RootImageSession) -> VerifyResult:
+    """Run every check on request.src; write (and sign) the report unless in check mode.
+
+    The ISO under test is opened once, the base ISO (when given) once; every check reads them.
+    ``session_factory`` opens the image session (tests of the orchestration pass a fake one).
+    """
     if request.boot_test not in BOOT_TEST_CHOICES:
         raise NodePluginError(f"boot_test={request.boot_test!r} is not valid", hint=f"use one of {', '.join(BOOT_TEST_CHOICES)}")
     if not os.path.isfile(request.src):
-        raise NodePluginError("the ISO to certify does not exist", path=request.src)
+        what = "is a folder, not an ISO file" if os.path.isdir(request.src) else "does not exist"
+        raise NodePluginError(f"the ISO to certify {what}", path=request.src)
     timer = StageTimer()
     say = progress or (lambda _stage: None)
     checks = []
     say("media")
     with timer.stage("media"):
-        media, sha256 = _check_media(request.src)
+        media, sha256, iso = _check_media(request.src)
         checks.append(media)
-    if not media.passed and any("not readable" in v for v in media.violations):
+    if iso is None:
         return _finish(request, sha256, checks, timer)
-    say("boot records")
-    with timer.stage("boot records"):
-        checks.append(_check_boot_records(request))
-    with timer.stage("build record"):
-        build, record_problem = _read_build_record(request.src)
-    workdir = tempfile.mkdtemp(prefix="ovirt-node-verify-")
-    try:
-        say("image")
-        with timer.stage("image"):
-            facts: _ImageFacts | str
-            try:
-                facts = _inspect_images(request, workdir, build)
-            except NodePluginError as exc:
-                facts = f"the root image cannot be read: {exc.render()}"
-        if isinstance(facts, str):
-            checks += [Check("plugins", violations=[facts]), Check("core", violations=[facts])]
-        else:
-            checks.append(_check_plugins(request, build, record_problem, facts))
-            checks.append(_check_core(request, build, facts))
-        checks.append(_check_compatibility(request, build))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with contextlib.ExitStack() as opened:
+        opened.enter_context(iso)
+        base = opened.enter_context(NodeIso(request.base)) if request.base else None
+        say("boot records")
+        with timer.stage("boot records"):
+            checks.append(_check_boot_records(iso, base))
+        build, record_problem = iso.build_record.record, iso.build_record.problem
+        workdir = tempfile.mkdtemp(prefix="ovirt-node-verify-")
+        try:
+            say("image")
+            with timer.stage("image"):
+                facts: _ImageFacts | str
+                try:
+                    facts = _inspect_images(iso, base, workdir, build, session_factory)
+                except NodePluginError as exc:
+                    facts = f"the root image cannot be read: {exc.render()}"
+            if isinstance(facts, str):
+                checks += [Check("plugins", violations=[facts]), Check("core", violations=[facts])]
+            else:
+                checks.append(_check_plugins(request, iso, build, record_problem, facts))
+                checks.append(_check_core(iso, build, facts))
+            checks.append(_check_compatibility(iso, build))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     if request.boot_test != "none":
         say("boot")
         with timer.stage("boot"):
@@ -170,20 +179,24 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
 
 # -- media and boot records ------------------------------------------------------------------------
 
-def _check_media(iso: str) -> tuple[Check, str]:
+def _check_media(path: str) -> tuple[Check, str, NodeIso | None]:
+    """The media check, and the ISO opened for the other checks (None when it is not readable)."""
     check = Check("media")
-    sha256 = cached_sha256(iso)
-    check.evidence.append(f"sha256 {sha256}, {os.path.getsize(iso)} bytes")
+    sha256 = cached_sha256(path)
+    check.evidence.append(f"sha256 {sha256}, {os.path.getsize(path)} bytes")
     try:
-        volume_bytes = check_complete(iso)
-        check.evidence.append(f"volume size {volume_bytes} bytes as the primary volume descriptor says, file complete")
-        with IsoReader(iso) as reader:
-            count = len(reader.files())
-        check.evidence.append(f"file system readable: {count} files")
+        iso = NodeIso(path)
     except NodePluginError as exc:
         check.violations.append(f"not readable as an ISO: {exc.message}")
-        return check, sha256
-    md5 = check_md5(iso)
+        return check, sha256, None
+    check.evidence.append(f"volume size {iso.volume_size} bytes as the primary volume descriptor says, file complete")
+    try:
+        check.evidence.append(f"file system readable: {len(iso.files())} files")
+    except NodePluginError as exc:
+        iso.close()
+        check.violations.append(f"not readable as an ISO: {exc.message}")
+        return check, sha256, None
+    md5 = check_md5(path)
     if not md5.implanted:
         check.violations.append("no implanted md5: the media check at boot (rd.live.check) cannot work "
                                 "(implant one with implantisomd5, or rebuild with node_plugin_apply)")
@@ -193,37 +206,35 @@ def _check_media(iso: str) -> tuple[Check, str]:
                                 "the ISO was damaged or modified after it was built")
     else:
         check.evidence.append(f"implanted md5 {md5.md5} valid")
-    return check, sha256
+    return check, sha256, iso
 
 
-def _check_boot_records(request: VerifyRequest) -> Check:
+def _check_boot_records(iso: NodeIso, base: NodeIso | None) -> Check:
     check = Check("boot_records")
-    found: BootRecords = boot_records(request.src)
-    with IsoReader(request.src) as reader:
-        volume_id = reader.volume_id
-        for entry in found.el_torito:
-            if entry.path is None or not reader.exists(entry.path):
-                check.violations.append(f"El Torito entry {entry.index} ({entry.platform}) boots "
-                                        f"{entry.path or 'an image outside the ISO tree'}, which is not a file of the ISO")
+    found = iso.boot_records()
+    volume_id = iso.volume_id
+    for entry in found.el_torito:
+        if entry.path is None or not iso.exists(entry.path):
+            check.violations.append(f"El Torito entry {entry.index} ({entry.platform}) boots "
+                                    f"{entry.path or 'an image outside the ISO tree'}, which is not a file of the ISO")
     platforms = {entry.platform for entry in found.el_torito}
     check.evidence.append(f"El Torito: {', '.join(f'{e.platform} {e.path}' for e in found.el_torito) or 'none'}")
     for platform in ("BIOS", "UEFI"):
         if platform not in platforms:
             check.violations.append(f"no {platform} El Torito entry: the ISO cannot boot with {platform} firmware")
     check.evidence.append(f"system area: {found.system_area or 'none'}")
-    if request.base:
-        lost = lost_boot_records(boot_records(request.base), found)
+    if base is not None:
+        lost = lost_boot_records(base.boot_records(), found)
         check.violations += [f"lost against the base ISO: {item}" for item in lost]
         if not lost:
             check.evidence.append("boot records and hybrid layout as in the base ISO")
-    configs = boot_configs(request.src)
+    configs = iso.boot_configs()
     label = f"root=live:CDLABEL={volume_id}"
     for config in configs:
-        where = f"{config.efiboot}:{config.path}" if config.efiboot else config.path
         for entry in config.entries:
             roots = [arg for arg in entry.kernel_args if arg.startswith("root=live:CDLABEL=")]
             if roots and any(root != label for root in roots):
-                check.violations.append(f"{where} entry '{entry.label}' has {roots[0]}, but the volume id is "
+                check.violations.append(f"{config.where} entry '{entry.label}' has {roots[0]}, but the volume id is "
                                         f"'{volume_id}': that entry cannot find its root file system")
     tree = {(c.path.lower(), e.label): e.kernel_args for c in configs if not c.efiboot for e in c.entries}
     for config in (c for c in configs if c.efiboot):
@@ -240,25 +251,14 @@ def _check_boot_records(request: VerifyRequest) -> Check:
 
 # -- the image ---------------------------------------------------------------------------------------
 
-def _read_build_record(iso: str) -> tuple[records.BuildRecord | None, str | None]:
-    with IsoReader(iso) as reader:
-        if not reader.exists(records.BUILD_RECORD_ISO_PATH):
-            return None, f"no build record ({records.BUILD_RECORD_ISO_PATH}): the ISO was not built by node_plugin_apply"
-        try:
-            return records.BuildRecord.from_json(reader.read_bytes(records.BUILD_RECORD_ISO_PATH)), None
-        except NodePluginError as exc:
-            return None, exc.message
-
-
-def _inspect_images(request: VerifyRequest, workdir: str, build: records.BuildRecord | None) -> _ImageFacts:
-    root_image = extract_root_image(request.src, os.path.join(workdir, "new"))
+def _inspect_images(iso: NodeIso, base: NodeIso | None, workdir: str, build: records.BuildRecord | None,
+                    session_factory: Callable[..., RootImageSession]) -> _ImageFacts:
+    root_image = extract_root_image(iso, os.path.join(workdir, "new"))
     extra = {}
-    if request.base:
-        extra[BASE_MOUNT] = extract_root_image(request.base, os.path.join(workdir, "base"))
-    record_names = []
-    if build:
-        record_names = sorted({name.rsplit("-", 2)[0] for nevras in build.packages.values() for name in nevras})
-    with RootImageSession(root_image, readonly=True, extra_images=extra) as session:
+    if base is not None:
+        extra[BASE_MOUNT] = extract_root_image(base, os.path.join(workdir, "base"))
+    record_names = build.package_names() if build else []
+    with session_factory(root_image, readonly=True, extra_images=extra) as session:
         rpm = session.rpm_binary()
         queried = session.run([rpm, "-qa", "--qf", records.combined_query()])
         manifests = records.split_combined(queried.output)
@@ -275,14 +275,24 @@ def _inspect_images(request: VerifyRequest, workdir: str, build: records.BuildRe
             for name in session.listdir(folder):
                 image_manifests[name] = session.read(f"{folder}/{name}")
         base_nevras, changes, checked = None, [], 0
-        if request.base:
+        if base is not None:
             base_query = session.run([rpm, "--dbpath", f"{BASE_MOUNT}/var/lib/rpm", "-qa", "--qf",
                                       "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"])
             base_nevras = sorted(line for line in base_query.output.splitlines() if line and not line.startswith("error"))
-            changes, checked = _unowned_changes(session, manifests["file"])
+            changes, checked = _unowned_changes(session, manifests["file"], _plugin_prefixes(build))
     return _ImageFacts(manifests=manifests, rpm_verify=rpm_verify, records=plugin_records,
                        image_manifest_files=image_manifests, base_nevras=base_nevras,
                        unowned_changes=changes, unowned_checked=checked)
+
+
+def _plugin_prefixes(build: records.BuildRecord | None) -> tuple[str, ...]:
+    """Where the recorded plugins may add files: the packager's policy, with each plugin's kind and overrides."""
+    if build is None:
+        return ALLOWED_PATHS
+    prefixes: list[str] = []
+    for plugin in build.plugins:
+        prefixes += allowed_paths(plugin.manifest.kind, plugin.manifest.allowed_path_overrides)
+    return tuple(dict.fromkeys(prefixes)) or ALLOWED_PATHS
 
 
 def _parse_rpm_verify(output: str, owns: list[str]) -> dict[str, list[tuple[str, str, str]]]:
@@ -302,7 +312,8 @@ def _parse_rpm_verify(output: str, owns: list[str]) -> dict[str, list[tuple[str,
     return found
 
 
-def _unowned_changes(session: RootImageSession, owned_files: list[str]) -> tuple[list[str], int]:
+def _unowned_changes(session: RootImageSession, owned_files: list[str],
+                     plugin_prefixes: Sequence[str]) -> tuple[list[str], int]:
     """Files outside any package that differ between the base image and this one (digest lists)."""
     # Batched (find -exec ... +): a process per file would cost minutes under software emulation.
     script = ('cd "$1" && find . -xdev -type f -exec sha256sum {} + && echo @@links && '
@@ -333,7 +344,7 @@ def _unowned_changes(session: RootImageSession, owned_files: list[str]) -> tuple
         if base.get(path) == new.get(path):
             continue
         what = "removed" if path not in new else "added" if path not in base else "changed"
-        if what == "added" and _matches(path, _PLUGIN_PATHS):
+        if what == "added" and path_allowed(path, plugin_prefixes):
             continue
         changes.append(f"{path} {what}")
     return changes, len(base)
@@ -347,11 +358,7 @@ def _matches(path: str, patterns: Sequence[str]) -> bool:
 
 def _plugin_package_names(build: records.BuildRecord) -> dict[str, str]:
     """Package name -> plugin name, for every package of every recorded plugin manifest."""
-    names = {}
-    for plugin in build.plugins:
-        for package in plugin["manifest"]["packages"]:
-            names[package["name"]] = plugin["name"]
-    return names
+    return {package.name: plugin.name for plugin in build.plugins for package in plugin.manifest.packages}
 
 
 def _installed(facts: _ImageFacts) -> dict[str, str]:
@@ -366,15 +373,15 @@ def _verify_failures(facts: _ImageFacts, name: str) -> tuple[list[str], list[str
     return failures, configs
 
 
-def _check_plugins(request: VerifyRequest, build: records.BuildRecord | None, problem: str | None,
+def _check_plugins(request: VerifyRequest, iso: NodeIso, build: records.BuildRecord | None, problem: str | None,
                    facts: _ImageFacts) -> Check:
     check = Check("plugins")
     if build is None:
         check.violations.append(problem or "no build record")
         return check
     installed = _installed(facts)
-    recorded_digests = [plugin["sha256"] for plugin in build.plugins]
-    recorded = [f"{p['name']} {p['version']} (sha256 {p['sha256'][:12]})" for p in build.plugins]
+    recorded_digests = [plugin.sha256 for plugin in build.plugins]
+    recorded = [f"{p.name} {p.version} (sha256 {p.sha256[:12]})" for p in build.plugins]
     check.evidence.append("build record: " + ", ".join(recorded))
     if request.plugins:
         given = [cached_sha256(path) for path in request.plugins]
@@ -382,52 +389,49 @@ def _check_plugins(request: VerifyRequest, build: records.BuildRecord | None, pr
             if digest not in recorded_digests:
                 check.violations.append(f"the plugin {path} (sha256 {digest[:12]}) is not the one the ISO was built with")
     for plugin in build.plugins:
-        for package in plugin["manifest"]["packages"]:
-            have = installed.get(package["name"])
+        for package in plugin.manifest.packages:
+            have = installed.get(package.name)
             if have is None:
-                check.violations.append(f"{plugin['name']}: package {package['nevra']} is not installed")
+                check.violations.append(f"{plugin.name}: package {package.nevra} is not installed")
                 continue
-            if have != package["nevra"]:
-                check.violations.append(f"{plugin['name']}: {package['name']} is {have}, the plugin brought {package['nevra']}")
-            failures, configs = _verify_failures(facts, package["name"])
-            check.violations += [f"{plugin['name']}: {package['name']}: rpm -V: {item}" for item in failures]
-            check.evidence += [f"{plugin['name']}: {package['name']}: config file changed: {item}" for item in configs]
-        for package in plugin["manifest"]["packages"]:
-            if package["role"] != "plugin":
-                continue
-            record = facts.records.get(package["name"])
+            if have != package.nevra:
+                check.violations.append(f"{plugin.name}: {package.name} is {have}, the plugin brought {package.nevra}")
+            failures, configs = _verify_failures(facts, package.name)
+            check.violations += [f"{plugin.name}: {package.name}: rpm -V: {item}" for item in failures]
+            check.evidence += [f"{plugin.name}: {package.name}: config file changed: {item}" for item in configs]
+        for package in plugin.manifest.plugin_packages:
+            record = facts.records.get(package.name)
             if record is None:
-                check.violations.append(f"{plugin['name']}: the record {records.RECORDS_DIR}/{package['name']} is missing "
+                check.violations.append(f"{plugin.name}: the record {records.RECORDS_DIR}/{package.name} is missing "
                                         "(the Node's plugin list will not show it)")
-            elif installed.get(package["name"]) and not installed[package["name"]].endswith(record.get("Version", "")):
-                check.violations.append(f"{plugin['name']}: the record of {package['name']} says version "
-                                        f"{record.get('Version')}, but {installed[package['name']]} is installed")
-    _check_update_manifests(request.src, build, facts, check)
+            elif installed.get(package.name) and not installed[package.name].endswith(record.get("Version", "")):
+                check.violations.append(f"{plugin.name}: the record of {package.name} says version "
+                                        f"{record.get('Version')}, but {installed[package.name]} is installed")
+    _check_update_manifests(iso, build, facts, check)
     if check.passed:
-        check.evidence.append(f"{sum(len(p['manifest']['packages']) for p in build.plugins)} plugin packages "
+        check.evidence.append(f"{sum(len(p.manifest.packages) for p in build.plugins)} plugin packages "
                               "installed with their NEVRA, verified with rpm -V, recorded")
     return check
 
 
-def _check_update_manifests(iso: str, build: records.BuildRecord, facts: _ImageFacts, check: Check) -> None:
+def _check_update_manifests(reader: IsoReader, build: records.BuildRecord, facts: _ImageFacts, check: Check) -> None:
     folder = f"isolinux/update{build.update}"
     current = facts.manifests
-    with IsoReader(iso) as reader:
-        for kind in ("rpm", "file"):
-            name = f"manifest-{kind}.txt"
-            if not reader.exists(f"{folder}/{name}"):
-                check.violations.append(f"{folder}/{name} is missing")
-                continue
-            content = reader.read_bytes(f"{folder}/{name}")
-            if records.decode_manifest(kind, content) != current[kind]:
-                check.violations.append(f"{folder}/{name} does not match the packages of the image")
-            if facts.image_manifest_files.get(name) != content:
-                check.violations.append(f"{records.IMAGE_MANIFESTS_DIR}/update{build.update}/{name} in the image "
-                                        f"differs from {folder}/{name} in the ISO")
+    for kind in ("rpm", "file"):
+        name = f"manifest-{kind}.txt"
+        if not reader.exists(f"{folder}/{name}"):
+            check.violations.append(f"{folder}/{name} is missing")
+            continue
+        content = reader.read_bytes(f"{folder}/{name}")
+        if records.decode_manifest(kind, content) != current[kind]:
+            check.violations.append(f"{folder}/{name} does not match the packages of the image")
+        if facts.image_manifest_files.get(name) != content:
+            check.violations.append(f"{records.IMAGE_MANIFESTS_DIR}/update{build.update}/{name} in the image "
+                                    f"differs from {folder}/{name} in the ISO")
     check.evidence.append(f"{folder} manifests match the image")
 
 
-def _check_core(request: VerifyRequest, build: records.BuildRecord | None, facts: _ImageFacts) -> Check:
+def _check_core(iso: NodeIso, build: records.BuildRecord | None, facts: _ImageFacts) -> Check:
     check = Check("core")
     plugin_names = _plugin_package_names(build) if build else {}
     installed = _installed(facts)
@@ -435,7 +439,7 @@ def _check_core(request: VerifyRequest, build: records.BuildRecord | None, facts
         base = facts.base_nevras
         check.evidence.append(f"base packages read from the base ISO's rpm database ({len(base)})")
     else:
-        base = _recorded_base_nevras(request.src)
+        base = _recorded_base_nevras(iso)
         check.evidence.append(f"base packages read from the ISO's own isolinux/manifest-rpm.txt ({len(base)}); "
                               "give the base ISO to also compare files outside packages")
     for nevra in base:
@@ -458,12 +462,11 @@ def _check_core(request: VerifyRequest, build: records.BuildRecord | None, facts
     return check
 
 
-def _recorded_base_nevras(iso: str) -> list[str]:
-    with IsoReader(iso) as reader:
-        if not reader.exists("isolinux/manifest-rpm.txt"):
-            raise NodePluginError("the ISO has no isolinux/manifest-rpm.txt to tell its base packages", path=iso,
-                                  hint="give the base ISO (base=...) to compare against")
-        return records.nevras_of(records.decode_manifest("rpm", reader.read_bytes("isolinux/manifest-rpm.txt")))
+def _recorded_base_nevras(reader: IsoReader) -> list[str]:
+    if not reader.exists("isolinux/manifest-rpm.txt"):
+        raise NodePluginError("the ISO has no isolinux/manifest-rpm.txt to tell its base packages", path=reader.path,
+                              hint="give the base ISO (base=...) to compare against")
+    return records.nevras_of(records.decode_manifest("rpm", reader.read_bytes("isolinux/manifest-rpm.txt")))
 
 
 def _check_shared_files(facts: _ImageFacts, plugin_names: dict[str, str], check: Check) -> None:
@@ -481,24 +484,23 @@ def _check_shared_files(facts: _ImageFacts, plugin_names: dict[str, str], check:
             check.violations.append(f"{path} of base package {core[0]} is also installed by plugin package {plugin[0]}")
 
 
-def _check_compatibility(request: VerifyRequest, build: records.BuildRecord | None) -> Check:
+def _check_compatibility(iso: NodeIso, build: records.BuildRecord | None) -> Check:
     check = Check("compatibility")
-    node = node_info(request.src)
+    node = iso.node
     check.evidence.append(f"image: {node.product or '?'} {node.version}-{node.release} (from {node.source})")
     for plugin in build.plugins if build else []:
-        versions = plugin["manifest"]["node"]["versions"]
+        versions = plugin.manifest.node.versions
         if parse_range(versions).admits(node.version, node.release):
-            check.evidence.append(f"{plugin['name']} {plugin['version']}: Node {versions} admits it")
+            check.evidence.append(f"{plugin.name} {plugin.version}: Node {versions} admits it")
         else:
-            check.violations.append(f"{plugin['name']} {plugin['version']} is for Node {versions}, the image is "
+            check.violations.append(f"{plugin.name} {plugin.version} is for Node {versions}, the image is "
                                     f"{node.version}-{node.release}")
     return check
 
 
 def _check_boot(request: VerifyRequest, build: records.BuildRecord | None) -> Check:
     check = Check("boot")
-    expected = sorted({name.rsplit("-", 2)[0] for nevras in (build.packages.values() if build else [])
-                       for name in nevras})
+    expected = build.package_names() if build else []
     paths = _BOOT_TEST_PATHS[request.boot_test]
     # Two boots at a time: under TCG each uses one core, and they do not slow each other.
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:

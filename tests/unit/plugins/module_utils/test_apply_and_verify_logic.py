@@ -7,9 +7,12 @@ import dataclasses
 
 import pytest
 
-from ansible_collections.ovirt.node_plugins.plugins.module_utils import _apply, _verify
+from ansible_collections.ovirt.node_plugins.plugins.module_utils import _apply, _records, _verify
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import (NodeCompat, PackageEntry,
+                                                                                 PluginManifest, RecipeEntry)
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._recipe import parse_recipe
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._rpmhdr import path_allowed
 
 
 @dataclasses.dataclass
@@ -27,11 +30,42 @@ def _archive(name, recipe_text):
     return _Archive(_Manifest(name), parse_recipe(recipe_text))
 
 
-def test_kernel_words_keep_plugin_order_then_the_request():
+def _manifest() -> PluginManifest:
+    package = PackageEntry(file="rpms/k-1-1.noarch.rpm", name="k", nevra="k-1-1.noarch", size=1, sha256="0" * 64,
+                           role="plugin")
+    return PluginManifest(name="k", version="1", vendor="v", summary="s", node=NodeCompat(), packages=(package,),
+                          recipe=RecipeEntry("recipe.ks", "0" * 64), created="2026-11-30T00:00:00Z")
+
+
+def _record() -> _records.BuildRecord:
+    return _records.BuildRecord(base_sha256="0" * 64, base_volume_id="v", plugins=[], options={},
+                                inputs_digest="0" * 64, update=1, packages={}, kernel_args={},
+                                created="2026-11-30T00:00:00Z")
+
+
+def test_build_record_round_trips_with_typed_manifests():
+    record = dataclasses.replace(_record(), plugins=[_records.RecordedPlugin("k", "1", "0" * 64, _manifest())])
+    again = _records.BuildRecord.from_json(record.to_json())
+    assert again == record and again.plugins[0].manifest.packages[0].nevra == "k-1-1.noarch"
+    assert again.to_json() == record.to_json()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[" * 100000, "not valid JSON"),
+    (b'{"format": 1, "plugins": [{"name": "x"}]}', "lacks or misstates"),
+    (b'{"format": 2}', "unsupported build record format"),
+])
+def test_a_damaged_build_record_is_refused_cleanly(content, message):
+    with pytest.raises(NodePluginError, match=message):
+        _records.BuildRecord.from_json(content)
+
+
+def test_kernel_edits_keep_plugin_order_then_the_request():
     archives = [_archive("a", 'bootloader --append "a=1 !quiet"\n'), _archive("b", 'bootloader --append "b=2"\n')]
     request = _apply.ApplyRequest(src="x", plugins=["p"], dest="d", extra_kernel_args=["c=3"],
                                   remove_kernel_args=["rhgb", "!splash"])
-    assert _apply._kernel_words(request, archives) == ["a=1", "!quiet", "b=2", "c=3", "!rhgb", "!splash"]
+    edits = _apply._kernel_edits(request, archives)
+    assert edits.add == ("a=1", "b=2", "c=3") and edits.remove == ("quiet", "rhgb", "splash")
 
 
 def test_output_in_a_folder_gets_edit_nodes_name(tmp_path):
@@ -50,11 +84,13 @@ def test_output_must_not_overwrite_the_base_or_go_to_a_missing_folder(tmp_path):
 
 def test_bad_options_are_refused_before_any_work():
     with pytest.raises(NodePluginError, match="no plugins"):
-        _apply._prepare(_apply.ApplyRequest(src="x", plugins=[], dest="d"))
+        _apply.prepare(_apply.ApplyRequest(src="x", plugins=[], dest="d"))
     with pytest.raises(NodePluginError, match="selinux_relabel"):
-        _apply._prepare(_apply.ApplyRequest(src="x", plugins=["p"], dest="d", selinux_relabel="sometimes"))
+        _apply.prepare(_apply.ApplyRequest(src="x", plugins=["p"], dest="d", selinux_relabel="sometimes"))
     with pytest.raises(NodePluginError, match="compression"):
-        _apply._prepare(_apply.ApplyRequest(src="x", plugins=["p"], dest="d", compression="brotli"))
+        _apply.prepare(_apply.ApplyRequest(src="x", plugins=["p"], dest="d", compression="brotli"))
+    with pytest.raises(NodePluginError, match="invalid kernel argument"):
+        _apply.prepare(_apply.ApplyRequest(src="x", plugins=["p"], dest="d", extra_kernel_args=["a b"]))
 
 
 def test_options_digest_ignores_paths_and_debug_switches():
@@ -78,12 +114,22 @@ def test_rpm_verify_output_is_attributed_to_owners_with_config_marks():
     assert found["hello-plugin"] == [("missing", "c", "/etc/hello.conf")]
 
 
-def test_edit_and_plugin_paths_match_exactly():
+def test_edit_paths_match_exactly():
     assert _verify._matches("/etc/ovirt-plugins.d/vendor-agent", _verify._EDIT_PATHS)
     assert _verify._matches("/etc/system-release", _verify._EDIT_PATHS)
     assert not _verify._matches("/etc/system-release.bak", _verify._EDIT_PATHS)
-    assert _verify._matches("/opt/vendor/bin/agent", _verify._PLUGIN_PATHS)
-    assert not _verify._matches("/usr/bin/agent", _verify._PLUGIN_PATHS)
+
+
+def test_verify_allows_new_files_where_the_packager_allowed_them():
+    """The plugin's kind and its vendor's overrides widen what verify accepts, as they did for the packager."""
+    standard = _verify._plugin_prefixes(None)
+    assert path_allowed("/opt/vendor/bin/agent", standard) and not path_allowed("/usr/bin/agent", standard)
+    assert not path_allowed("/lib/modules/6.1/extra/vendor.ko", standard)
+    manifest = dataclasses.replace(_manifest(), kind="kmod", allowed_path_overrides=("/usr/libexec/vendor",))
+    build = dataclasses.replace(_record(), plugins=[_records.RecordedPlugin("k", "1", "0" * 64, manifest)])
+    widened = _verify._plugin_prefixes(build)
+    assert path_allowed("/lib/modules/6.1/extra/vendor.ko", widened)
+    assert path_allowed("/usr/libexec/vendor/helper", widened) and not path_allowed("/usr/bin/agent", widened)
 
 
 def test_a_check_passes_only_without_violations():

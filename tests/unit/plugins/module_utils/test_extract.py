@@ -59,7 +59,7 @@ def test_destinations_must_be_separate(tmp_path):
         extract_iso(ExtractRequest(src=tiny.iso, dest=str(tmp_path / "file")))
 
 
-def test_failed_extraction_leaves_previous_content(tmp_path):
+def test_a_refused_iso_leaves_previous_content(tmp_path):
     tiny = isohelpers.cached_iso()
     dest = tmp_path / "tree"
     extract_iso(ExtractRequest(src=tiny.iso, dest=str(dest)))
@@ -70,3 +70,31 @@ def test_failed_extraction_leaves_previous_content(tmp_path):
         extract_iso(ExtractRequest(src=broken, dest=str(dest)))
     assert sorted(os.listdir(dest)) == before
     assert sorted(os.listdir(tmp_path)) == ["other.iso", "tree"]
+
+
+def test_a_failure_in_the_middle_of_the_extraction_rolls_back(tmp_path, monkeypatch):
+    """Files of another ISO are half written when reading fails: the old tree stays, no staging folder is left."""
+    tiny = isohelpers.cached_iso()
+    dest = tmp_path / "tree"
+    extract_iso(ExtractRequest(src=tiny.iso, dest=str(dest)))
+    before = {path: (dest / path).read_bytes() for path in ("isolinux/isolinux.cfg", STAMP)}
+    other = str(tmp_path / "other.iso")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("new file\n")
+    iso_mod.rewrite_iso(tiny.iso, other, add_files={"/isolinux/extra.txt": str(extra)})
+    calls = []
+    real_extract = iso_mod.IsoReader.extract
+
+    def failing_extract(self, path, target):
+        calls.append(path)
+        if len(calls) == 3:
+            raise NodePluginError("cannot read out of the ISO (injected)", path=self.path)
+        return real_extract(self, path, target)
+
+    monkeypatch.setattr(iso_mod.IsoReader, "extract", failing_extract)
+    with pytest.raises(NodePluginError, match="injected"):
+        extract_iso(ExtractRequest(src=other, dest=str(dest)))
+    assert len(calls) == 3  # the extraction had started and written files before it failed
+    assert {path: (dest / path).read_bytes() for path in before} == before
+    assert not (dest / "isolinux" / "extra.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["extra.txt", "other.iso", "tree"]

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _iso as iso_mod
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._bootcfg import KernelArgEdits
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _isomd5 as isomd5
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from tests.unit.plugins.module_utils import isohelpers
@@ -102,8 +103,8 @@ def test_boot_configs_tree_and_efiboot(tiny):
 
 def test_rewrite_edits_configs_keeps_boot_records_and_md5(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    edits = iso_mod.edit_boot_configs(tiny.iso, str(tmp_path / "work"), kernel_args=["console=ttyS0", "!quiet"],
-                                      volume_id="Edited_Node-1.0")
+    edits = iso_mod.edit_boot_configs(tiny.iso, str(tmp_path / "work"),
+                                      KernelArgEdits.parse(["console=ttyS0", "!quiet"]), volume_id="Edited_Node-1.0")
     assert set(edits.replace_files) == {"/isolinux/isolinux.cfg", "/EFI/BOOT/grub.cfg", "/isolinux/efiboot.img"}
     extra = tmp_path / "extra.txt"
     extra.write_text("added\n")

@@ -8,9 +8,10 @@ import os
 
 import pytest
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._bootcfg import KernelArgEdits
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._pxe import (IsoBootFacts, PxeTreeRequest,
-                                                                              apply_arg_edits, check_grub,
+                                                                              check_grub,
                                                                               check_pxelinux, http_kernel_args,
                                                                               pxe_kernel_args, read_sums,
                                                                               render_menus, write_sums)
@@ -49,9 +50,21 @@ def test_http_args_point_livenet_at_the_squashfs():
 
 
 def test_arg_edits_remove_by_name_and_add_once():
-    assert apply_arg_edits(["quiet", "console=tty0", "ro"], ["!quiet", "!console", "ro", "vendor.debug=1"]) == [
+    def apply(words, edits):
+        return KernelArgEdits.parse(edits).apply(words)
+    assert apply(["quiet", "console=tty0", "ro"], ["!quiet", "!console", "ro", "vendor.debug=1"]) == [
         "ro", "vendor.debug=1"]
-    assert apply_arg_edits(["console=tty0", "console=ttyS0"], ["!console=tty0"]) == ["console=ttyS0"]
+    assert apply(["console=tty0", "console=ttyS0"], ["!console=tty0"]) == ["console=ttyS0"]
+
+
+def test_menus_drop_a_quoted_argument_the_iso_configs_drop_too():
+    """The case that once differed: !console=ttyS0 against console="ttyS0" (ISO config and PXE menu)."""
+    facts = IsoBootFacts(volume_id=VOLID, version="2.5.0-1.0.fc17", product="oVirt Node Hypervisor",
+                         kernel="/isolinux/vmlinuz0", initrd="/isolinux/initrd0.img",
+                         kernel_args=ISO_ARGS[:-1] + ['console="ttyS0"'])
+    request = PxeTreeRequest(src="/x.iso", dest="/tmp/t", extra_kernel_args=["!console=ttyS0"])
+    for relative, text in render_menus(request, facts, "node.iso", "header").items():
+        assert "ttyS0" not in text, relative
 
 
 def _menus(**options) -> dict[str, str]:

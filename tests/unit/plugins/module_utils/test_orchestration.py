@@ -1,0 +1,202 @@
+# Copyright: contributors to ovirt.node_plugins
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The rebuild and certification pipelines, in seconds: a tiny real ISO, a real plugin, a fake image session.
+
+The appliance is the only part replaced (FakeSession answers rpm queries from a package list and
+keeps written files in memory); ISO reading and writing, squashfs, boot configs and records are real.
+What the appliance really does is proven by the integration tests.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import subprocess
+
+import pycdlib
+import pytest
+
+from ansible_collections.ovirt.node_plugins.plugins.module_utils import _records as records
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import ApplyRequest, apply_plugins
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import IsoReader
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import CommandResult, SelinuxState
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
+from tests.unit.plugins.module_utils import isohelpers
+
+PLUGIN_SPEC = """Name: orch-plugin
+Version: 1.0
+Release: 1
+Summary: plugin of the orchestration tests
+License: MIT
+BuildArch: noarch
+AutoReqProv: no
+%description
+test
+%install
+mkdir -p %{buildroot}/opt/orch
+echo hello > %{buildroot}/opt/orch/hello.txt
+%files
+/opt/orch
+"""
+BASE_PACKAGES = ["ovirt-node-testpkg-1.2-3.noarch"]
+
+
+class FakeSession:
+    """Stands in for RootImageSession: rpm answers from a package list, files kept in memory."""
+
+    opened: list[dict] = []
+
+    def __init__(self, root_image, **options):
+        FakeSession.opened.append({"root_image": root_image, **options})
+        self.packages = list(BASE_PACKAGES)
+        self.files = {"/etc/system-release": b"oVirt Node Hypervisor release 3.1.0 (0.1.el6)\n"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def rpm_binary(self):
+        return "/usr/bin/rpm"
+
+    def run(self, argv, **_options):
+        if "-qa" in argv:
+            lines = [f"rpm\t{nevra} (none)" for nevra in self.packages]
+            return CommandResult(tuple(argv), 0, "\n".join(lines) + "\n", 0.0)
+        if "--qf" not in argv:  # rpm -V, sh -c listings: nothing to report
+            return CommandResult(tuple(argv), 0, "", 0.0)
+        names = argv[argv.index("--qf") + 2:]
+        lines = [f"{nevra.rsplit('-', 2)[0]}\t{'-'.join(nevra.rsplit('-', 2)[1:])}\tMon Nov 30 2026"
+                 for nevra in self.packages if nevra.rsplit("-", 2)[0] in names]
+        return CommandResult(tuple(argv), 0, "\n".join(lines) + "\n", 0.0)
+
+    def run_script(self, body, **_options):
+        return CommandResult(("sh",), 0, "", 0.0)
+
+    def install_rpms(self, rpm_files, **_options):
+        for path in rpm_files:
+            self.packages.append(os.path.basename(path)[:-len(".rpm")])
+        return CommandResult(("rpm", "-U"), 0, "", 0.0)
+
+    def read(self, path):
+        return self.files[path]
+
+    def write(self, path, content, **_options):
+        self.files[path] = content
+
+    def exists(self, path):
+        return path in self.files
+
+    def listdir(self, path):
+        return sorted(name[len(path) + 1:] for name in self.files if name.startswith(path + "/"))
+
+    def selinux_state(self):
+        return SelinuxState(False, None, None)
+
+    def relabel(self):
+        return "not needed: the image has no enforced SELinux policy"
+
+
+@functools.cache
+def _plugin_rpm() -> str:
+    top = os.path.join(isohelpers._session_dir(), "orch-rpmbuild")  # pylint: disable=protected-access
+    os.makedirs(os.path.join(top, "SPECS"), exist_ok=True)
+    spec = os.path.join(top, "SPECS", "orch.spec")
+    with open(spec, "w", encoding="utf-8") as handle:
+        handle.write(PLUGIN_SPEC)
+    subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", spec], check=True,
+                   stdout=subprocess.DEVNULL)
+    folder = os.path.join(top, "RPMS", "noarch")
+    return os.path.join(folder, os.listdir(folder)[0])
+
+
+@pytest.fixture(name="plugin")
+def fixture_plugin(tmp_path):
+    packages = tmp_path / "image-packages.txt"
+    packages.write_text("".join(f"{nevra}\n" for nevra in BASE_PACKAGES))
+    return build_plugin(PluginBuildRequest(name="orch-plugin", version="1.0", rpms=[_plugin_rpm()],
+                                           output=str(tmp_path), target_packages=str(packages),
+                                           node_versions=">=3.0")).path
+
+
+@pytest.fixture(autouse=True)
+def fresh_sessions():
+    FakeSession.opened = []
+
+
+@pytest.fixture(name="opens")
+def fixture_opens(monkeypatch):
+    """Counts pycdlib opens per file."""
+    counts: collections.Counter = collections.Counter()
+    real_open = pycdlib.PyCdlib.open
+
+    def counting_open(self, filename, *args, **kwargs):
+        counts[os.path.realpath(filename)] += 1
+        return real_open(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(pycdlib.PyCdlib, "open", counting_open)
+    return counts
+
+
+def _apply(src, plugin, dest, **options):
+    return apply_plugins(ApplyRequest(src=src, plugins=[plugin], dest=dest, **options), session_factory=FakeSession)
+
+
+def test_one_apply_opens_the_base_once_and_one_verify_opens_the_output_once(tmp_path, plugin, opens, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    result = _apply(base, plugin, str(tmp_path / "out.iso"))
+    assert result.changed and result.update == 1
+    assert opens[os.path.realpath(base)] == 1
+    opens.clear()
+    verify_iso(VerifyRequest(src=result.path, base=base), session_factory=FakeSession)
+    assert opens[os.path.realpath(result.path)] == 1
+    assert opens[os.path.realpath(base)] == 1
+
+
+def test_check_mode_reports_the_update_number_and_writes_nothing(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    planned = _apply(base, plugin, str(tmp_path), check_mode=True, extra_kernel_args=["a=1"])
+    assert planned.changed and planned.reason == "would build" and planned.update == 1
+    assert planned.path == str(tmp_path / "base-orch-plugin.iso")
+    assert "a=1" in planned.kernel_args["/isolinux/isolinux.cfg#start"]
+    assert "a=1" in planned.kernel_args["/isolinux/efiboot.img:/EFI/BOOT/grub.cfg#Start oVirt Node Hypervisor"]
+    assert "a=1" not in planned.kernel_args_before["/isolinux/isolinux.cfg#start"]
+    assert FakeSession.opened == []
+    assert sorted(os.listdir(tmp_path)) == ["base.iso", "image-packages.txt", "orch-plugin-1.0.plugin.tar.gz"]
+
+
+def test_a_rerun_is_a_no_op_and_a_forced_rebuild_gives_the_same_bytes(tmp_path, plugin, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    first = _apply(base, plugin, str(tmp_path / "out.iso"))
+    again = _apply(base, plugin, str(tmp_path / "out.iso"))
+    assert not again.changed and again.reason.startswith("up to date") and again.sha256 == first.sha256
+    forced = _apply(base, plugin, str(tmp_path / "out.iso"), force=True)
+    assert forced.changed and forced.sha256 == first.sha256
+    assert sorted(name for name in os.listdir(tmp_path) if name.startswith(".")) == []
+
+
+def test_an_edit_of_an_edit_counts_updates_and_keeps_history(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    first = _apply(base, plugin, str(tmp_path / "one.iso"))
+    second = _apply(first.path, plugin, str(tmp_path / "two.iso"), extra_kernel_args=["b=2"])
+    assert second.update == 2
+    with IsoReader(second.path) as reader:
+        record = records.BuildRecord.from_json(reader.read_bytes(records.BUILD_RECORD_ISO_PATH))
+        assert reader.exists("/isolinux/update1/manifest-rpm.txt") and reader.exists("/isolinux/update2")
+    assert record.update == 2 and record.base_sha256 == first.sha256
+    assert [entry["update"] for entry in record.history] == [1]
+    assert record.plugins[0].manifest.name == "orch-plugin"
+
+
+def test_a_missing_output_folder_and_the_base_as_output_are_refused(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    with pytest.raises(NodePluginError, match="folder does not exist"):
+        _apply(base, plugin, str(tmp_path / "missing" / "out.iso"))
+    with pytest.raises(NodePluginError, match="overwrite the base"):
+        _apply(base, plugin, base)
+    assert FakeSession.opened == [] and not (tmp_path / "missing").exists()
