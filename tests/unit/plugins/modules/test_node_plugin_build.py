@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from ansible_collections.ovirt.node_plugins.plugins.modules import node_plugin_build
 from tests.ansible_run import run_module
 from tests.unit import rpmhelpers
+from tests.unit.plugins.modules.faults import one_line_without_traceback, read_only_folder
+from tests.unit.plugins.modules.module_docs import assert_returns_documented
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def test_changed_then_unchanged(args, tmp_path):
     assert [(p["name"], p["nevra"], p["role"]) for p in first["packages"]] == [
         ("agent", "agent-1.0-1.noarch", "plugin"), ("agent-lib", "agent-lib-1.0-1.noarch", "dependency")]
     assert first["manifest"]["persist"] == ["/etc/agent/agent.conf"]
+    assert_returns_documented("node_plugin_build", first)
     mtime = os.stat(path).st_mtime_ns
     second = _ansible(args)
     assert second["changed"] is False and second["status"] == "SUCCESS" and second["sha256"] == first["sha256"]
@@ -62,13 +64,36 @@ def test_failure_is_a_message(args, rpms, tmp_path):
     assert both["status"] == "FAILED!" and "mutually exclusive" in both["msg"]
 
 
-def test_documentation_matches_the_argument_spec():
-    import yaml  # pylint: disable=import-outside-toplevel
-    options = yaml.safe_load(node_plugin_build.DOCUMENTATION)["options"]
-    assert set(options) == set(node_plugin_build.ARGUMENT_SPEC)
-    for name, spec in node_plugin_build.ARGUMENT_SPEC.items():
-        assert options[name]["type"] == spec["type"], name
-        assert options[name].get("required", False) == spec.get("required", False), name
-        assert options[name].get("default") == spec.get("default"), name
-        assert options[name].get("elements") == spec.get("elements"), name
-        assert options[name].get("choices") == spec.get("choices"), name
+def test_a_read_only_output_folder_is_named_with_a_hint(args, tmp_path):
+    with read_only_folder(str(tmp_path / "ro")) as out:
+        failed = _ansible({**args, "output": out + "/"})
+    assert failed["status"] == "FAILED!" and "exception" not in failed
+    message = one_line_without_traceback(failed["msg"])
+    assert message.startswith(f"{out}/.agent-1.0.plugin.tar.gz"), message
+    assert f": read-only file system ({tmp_path}/ro is mounted read-only: mount it read-write or choose another " \
+           "output)" in message
+
+
+def test_an_output_in_proc_is_named_with_a_hint(args):
+    failed = _ansible({**args, "output": "/proc/"})
+    message = one_line_without_traceback(failed["msg"])
+    assert message.startswith("/proc/.agent-1.0.plugin.tar.gz") and "no such file or directory" in message
+    assert "/proc is the kernel's proc file system, which holds no files: choose another output" in message
+
+
+def test_a_missing_tmpdir_is_named(args, tmp_path, monkeypatch):
+    (tmp_path / "dist").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "gone"))
+    failed = _ansible(args)
+    assert one_line_without_traceback(failed["msg"]) == \
+        f"{tmp_path}/gone: TMPDIR names no existing folder (create it, or set TMPDIR to another folder or unset it)"
+    assert os.listdir(tmp_path / "dist") == []
+
+
+def test_a_missing_library_is_named_by_missing_required_lib(args, tmp_path):
+    """The system Python has rpm and solv but not jsonschema (pip-installed in the venv only)."""
+    (tmp_path / "dist").mkdir()
+    failed = _ansible(args, "-e", "ansible_python_interpreter=/usr/bin/python3")
+    assert failed["status"] == "FAILED!"
+    assert failed["msg"].startswith("Failed to import the required Python library (jsonschema) on ")
+    assert "This is required to check plugin manifests (install: pip install jsonschema)." in failed["msg"]

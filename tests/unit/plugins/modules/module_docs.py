@@ -1,0 +1,37 @@
+# Copyright: contributors to ovirt.node_plugins
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a module's DOCUMENTATION and RETURN promise, to compare with its argument spec and real results."""
+from __future__ import annotations
+
+import importlib
+
+import yaml
+
+MODULES = ("node_iso_extract", "node_iso_verify", "node_plugin_apply", "node_plugin_build", "node_pxe_tree")
+# Keys ansible-core adds to every result, the ones tests.ansible_run adds, and those exit_json adds
+# about the file when a result has a "path" (AnsibleModule.add_path_info).
+STANDARD_KEYS = {"changed", "failed", "msg", "invocation", "diff", "warnings", "deprecations", "exception",
+                 "skipped", "status", "stderr_of_ansible"}
+PATH_INFO_KEYS = {"uid", "gid", "owner", "group", "mode", "state", "secontext"}
+SPEC_FIELDS = ("type", "required", "default", "choices", "elements")
+FIELD_DEFAULTS = {"required": False}
+
+
+def load(name: str):
+    """The module's Python file (DOCUMENTATION, RETURN, ARGUMENT_SPEC)."""
+    return importlib.import_module(f"ansible_collections.ovirt.node_plugins.plugins.modules.{name}")
+
+
+def documented_returns(name: str) -> dict[str, dict]:
+    return yaml.safe_load(load(name).RETURN)
+
+
+def assert_returns_documented(name: str, result: dict) -> None:
+    """Every key of a real result is in RETURN, and every key RETURN says is returned always is there."""
+    returns = documented_returns(name)
+    returned = {key for key in result if not key.startswith("_ansible")} - STANDARD_KEYS
+    if "path" in result:
+        returned -= PATH_INFO_KEYS
+    assert sorted(returned - set(returns)) == [], f"{name} returns keys RETURN does not document"
+    always = {key for key, doc in returns.items() if doc.get("returned") == "always"}
+    assert sorted(always - returned) == [], f"{name}: RETURN says these are returned always, the result lacks them"
