@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Dependency closure of a plugin's packages with libsolv, against the target image's package set.
 
-The image's packages form the installed repository (what they provide counts as satisfied); the
-plugin's own RPMs and the given repositories (folders of RPMs, or rpm-md repositories by file://,
+The image's packages form the installed repository, as rpm's own database does: what they provide
+and the files they hold count as satisfied (a file requirement such as /bin/sh, which rpmbuild adds
+for every scriptlet, is met by the package that owns the file). The plugin's own RPMs and the given repositories (folders of RPMs, or rpm-md repositories by file://,
 http:// or https:// URL) are the candidates. The solver's transaction says what is missing from the
 image: exactly those packages go into the plugin.
 """
@@ -40,7 +41,7 @@ ASSUMED_FILES = "(files-of-the-image, assumed from a plain package list)"
 
 @dataclass(frozen=True)
 class InstalledPackage:
-    """A package of the target image: its NEVRA and what it provides (name or ``name OP evr``)."""
+    """A package of the target image: its NEVRA, what it provides (name or ``name OP evr``) and its files."""
 
     name: str
     epoch: int | None
@@ -49,6 +50,7 @@ class InstalledPackage:
     arch: str
     provides: tuple[str, ...] = ()
     install_time: int | None = None
+    files: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def nevra(self) -> str:
@@ -88,7 +90,7 @@ def _require_solv() -> None:
 
 
 def parse_package_list(text: str, source: str = "package list") -> list[InstalledPackage]:
-    """Read a package list: JSON (a list of objects with name/epoch/version/release/arch/provides),
+    """Read a package list: JSON (a list of objects with name/epoch/version/release/arch/provides/files),
     or text lines ``name-[epoch:]version-release.arch [(signature)]`` as in manifest-rpm.txt or
     ``rpm -qa`` output. Blank lines, ``#`` comments and gpg-pubkey entries are skipped.
     """
@@ -103,11 +105,12 @@ def parse_package_list(text: str, source: str = "package list") -> list[Installe
         try:
             return [InstalledPackage(name=item["name"], epoch=item.get("epoch"), version=item["version"],
                                      release=item["release"], arch=item.get("arch", "noarch"),
-                                     provides=tuple(item.get("provides", ()))) for item in data]
+                                     provides=tuple(item.get("provides", ())), files=tuple(item.get("files", ())))
+                    for item in data]
         except (KeyError, TypeError) as exc:
             raise NodePluginError(f"a package entry lacks {exc}", path=source,
-                                  hint="each entry needs name, version, release (epoch, arch, provides optional)") \
-                from exc
+                                  hint="each entry needs name, version, release (epoch, arch, provides, files "
+                                       "optional)") from exc
     packages = []
     for number, line in enumerate(text.splitlines(), start=1):
         entry = re.sub(r"\s+\(.*\)\s*$", "", line).strip()
@@ -170,6 +173,19 @@ def _download(url: str, dest: str) -> str:
     return dest
 
 
+def _add_file_list(filelist, solvable_id: int, paths: Iterable[str], dir_ids: dict[str, int]) -> None:
+    """The package's files as libsolv's file list (directory ids shared): pool.addfileprovides() then
+    turns exactly the files that some package requires into provides, as rpm's Basenames index does."""
+    for path in paths:
+        folder, _sep, base = path.rpartition("/")
+        if not base or not path.startswith("/"):
+            continue
+        dir_id = dir_ids.get(folder)
+        if dir_id is None:
+            dir_id = dir_ids[folder] = filelist.str2dir(folder or "/", True)
+        filelist.add_dirstr(solvable_id, solv.SOLVABLE_FILELIST, dir_id, base)
+
+
 class Resolver:
     """One libsolv pool: the image as installed repository, and the candidate repositories."""
 
@@ -180,6 +196,8 @@ class Resolver:
         self.pool.setdisttype(solv.Pool.DISTTYPE_RPM)
         self.pool.setarch()
         installed = self.pool.add_repo("@image")
+        filelist = installed.add_repodata(0)
+        dir_ids: dict[str, int] = {}
         for package in image_packages:
             solvable = installed.add_solvable()
             solvable.name, solvable.evr, solvable.arch = package.name, _evr(package), package.arch
@@ -189,6 +207,8 @@ class Resolver:
                 dep = _dep(self.pool, provide)
                 if dep is not None:
                     solvable.add_deparray(solv.SOLVABLE_PROVIDES, dep)
+            _add_file_list(filelist, solvable.id, package.files, dir_ids)
+        filelist.internalize()
         installed.internalize()
         self.pool.installed = installed
         self.installed = installed
@@ -264,8 +284,9 @@ class Resolver:
     def assume_file_requirements(self) -> None:
         """Treat every file requirement (/bin/sh) of the candidates as met by the image.
 
-        Used when the image is known by a plain package list, which says nothing of the files the
-        packages hold; capabilities such as sonames are not assumed (they need the ISO or a JSON list).
+        Used when the image is known by a package list without file names (manifest-rpm.txt, rpm -qa,
+        JSON without "files"); capabilities such as sonames are not assumed (they need the ISO or a JSON
+        list with provides).
         """
         wanted = set()
         for candidates in self.candidates:
@@ -324,18 +345,22 @@ class Resolver:
 
 
 def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str], image_packages: Sequence[InstalledPackage],
-                    *, download_dir: str | None = None) -> Resolution:
+                    *, download_dir: str | None = None, assume_image_files: bool | None = None) -> Resolution:
     """The plugin's RPMs plus what of their requirements the image lacks, from the given repos.
 
+    File requirements are met from the image packages' file lists; with ``assume_image_files`` they are
+    taken as met instead (None: when no image package carries a file list, as in a plain package list).
     Packages from http(s) repositories are downloaded into download_dir (required for them).
     """
+    if assume_image_files is None:
+        assume_image_files = not any(package.files for package in image_packages)
     workdir = tempfile.mkdtemp(prefix="ovirt-plugin-deps-")
     try:
         resolver = Resolver(image_packages, workdir)
         plugin = resolver.add_rpm_files("the plugin's RPMs", plugin_rpms)
         for location in repos:
             resolver.add_repository(location)
-        if not any(package.provides for package in image_packages):
+        if assume_image_files:
             resolver.assume_file_requirements()
         resolution = resolver.resolve(plugin)
     finally:

@@ -25,7 +25,8 @@ def cache_root() -> str:
 
 @dataclass(frozen=True)
 class RpmSpec:
-    """One test package: its files (path -> text) and its dependency tags."""
+    """One test package: its files (path -> text), its dependency tags and an optional %post scriptlet
+    (rpmbuild then adds Requires(post): /bin/sh by itself, as for any vendor RPM)."""
 
     name: str
     version: str = "1.0"
@@ -37,6 +38,7 @@ class RpmSpec:
     provides: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
     summary: str = "test package"
+    post: str = ""
 
     @property
     def file_name(self) -> str:
@@ -55,6 +57,8 @@ class RpmSpec:
         for path, content in self.files:
             lines.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
             lines.append(f"printf '%s\\n' {json.dumps(content)} > %{{buildroot}}{path}")
+        if self.post:
+            lines += ["", "%post", self.post]
         lines += ["", "%files"] + [path for path, _content in self.files] + [""]
         return "\n".join(lines)
 

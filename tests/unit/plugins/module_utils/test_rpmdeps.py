@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -143,6 +144,73 @@ def test_plain_list_assumes_file_requirements_only(tmp_path):
         resolve_closure([built.by_name["needs-sh"]], [], names_only)
     assert "nothing provides libbase.so.1()(64bit)" in str(caught.value)
     assert "/bin/sh" not in str(caught.value)
+
+
+# -- file requirements: met from the image's file lists, as rpm's database meets them --------------
+
+# An EL7-like image: /bin/sh and /usr/sbin/useradd are files of their packages; nothing provides them by name.
+BASH = InstalledPackage("bash", None, "4.2.46", "34.el7", "x86_64", files=("/bin/bash", "/bin/sh", "/usr/share/doc"))
+SHADOW = InstalledPackage("shadow-utils", 2, "4.6", "5.el7", "x86_64", files=("/usr/sbin/groupadd", "/usr/sbin/useradd"))
+IMAGE_WITH_FILES = [*IMAGE, BASH, SHADOW]
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    """A vendor package with a %post (rpmbuild adds Requires(post): /bin/sh) that also needs useradd."""
+    return rpmhelpers.build_rpms([
+        rpmhelpers.RpmSpec("scripted", files=(("/opt/scripted/x", "x"),), requires=("/usr/sbin/useradd",),
+                           post="useradd -r scripted || :"),
+        rpmhelpers.RpmSpec("needs-perl", files=(("/opt/perl/x", "x"),), requires=("/usr/bin/perl",), post=":"),
+        rpmhelpers.RpmSpec("needs-own-file", files=(("/opt/own/x", "x"),), requires=("/opt/agent/lib/data",))],
+        label="file-requirements")
+
+
+def test_scriptlet_requirement_is_really_there(scripted):
+    requires = subprocess.run(["rpm", "-qp", "--requires", scripted.by_name["scripted"]], check=True,
+                              capture_output=True, text=True).stdout.split("\n")
+    assert "/bin/sh" in requires and "/usr/sbin/useradd" in requires
+
+
+def test_file_requirements_are_met_by_the_owners_in_the_image(scripted):
+    resolution = resolve_closure([scripted.by_name["scripted"]], [], IMAGE_WITH_FILES, assume_image_files=False)
+    assert _names(resolution) == [("scripted", "plugin")]
+    assert "/bin/sh (needed by scripted) <- bash-4.2.46-34.el7.x86_64" in resolution.satisfied_by_image
+    assert "/usr/sbin/useradd (needed by scripted) <- shadow-utils-2:4.6-5.el7.x86_64" in resolution.satisfied_by_image
+
+
+def test_a_file_the_image_lacks_is_named(scripted):
+    with pytest.raises(NodePluginError) as caught:
+        resolve_closure([scripted.by_name["needs-perl"]], [], IMAGE_WITH_FILES)
+    assert "nothing provides /usr/bin/perl needed by needs-perl-1.0-1.noarch" in str(caught.value)
+
+
+def test_without_an_owner_of_bin_sh_a_scriptlet_cannot_be_packed(scripted):
+    """The report of issue 11: an image read from its database whose packages hold no /bin/sh."""
+    no_shell = [*IMAGE, SHADOW]
+    with pytest.raises(NodePluginError, match="nothing provides /bin/sh needed by scripted-1.0-1.noarch"):
+        resolve_closure([scripted.by_name["scripted"]], [], no_shell)
+
+
+def test_a_shipped_dependency_meets_a_file_requirement_with_its_own_files(scripted, rpms, tmp_path):
+    repo = rpmhelpers.dependency_repo(str(tmp_path / "deps"), rpms)
+    resolution = resolve_closure([scripted.by_name["needs-own-file"]], [repo], IMAGE_WITH_FILES)
+    assert _names(resolution) == [("needs-own-file", "plugin"), ("agent-lib", "dependency")]
+
+
+def test_json_package_list_with_files_is_taken_as_complete(scripted, tmp_path):
+    listed = parse_package_list(json.dumps([
+        {"name": "bash", "version": "4.2.46", "release": "34.el7", "arch": "x86_64", "files": ["/bin/sh"]},
+        {"name": "shadow-utils", "version": "4.6", "release": "5.el7", "arch": "x86_64"}]))
+    assert listed[0].files == ("/bin/sh",) and listed[1].files == ()
+    # Files listed: nothing is assumed, so useradd must come from a file list, and none has it.
+    with pytest.raises(NodePluginError, match="nothing provides /usr/sbin/useradd needed by scripted"):
+        resolve_closure([scripted.by_name["scripted"]], [], listed)
+    # No file names at all (a plain list, or JSON without "files"): file requirements are assumed met.
+    names_only = [InstalledPackage(package.name, None, package.version, package.release, package.arch)
+                  for package in listed]
+    resolution = resolve_closure([scripted.by_name["scripted"]], [], names_only)
+    assert any(line.startswith("/usr/sbin/useradd (needed by scripted) <- (files-of-the-image")
+               for line in resolution.satisfied_by_image)
 
 
 # -- headers and paths --------------------------------------------------------------------------
