@@ -98,15 +98,15 @@ def _validate(request: PluginBuildRequest) -> None:
 
 
 def image_packages(request: PluginBuildRequest, workdir: str) -> list[InstalledPackage]:
-    """The target image's packages, from a package list file or from the ISO's rpm database."""
+    """The target image's packages, from a package list file or from the ISO's rpm database (with file lists)."""
     if request.target_packages:
         return read_package_list(request.target_packages)
     try:
-        from ._rpmdb import image_packages_from_iso  # pylint: disable=import-outside-toplevel
+        from ._rpmdb import rpm_database_from_iso  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
         raise NodePluginError("reading packages from an ISO is not available in this version",
                               hint="give the ISO's isolinux/manifest-rpm.txt as target packages") from exc
-    return list(image_packages_from_iso(request.target_iso, workdir))
+    return list(rpm_database_from_iso(request.target_iso, workdir).packages)
 
 
 def _headers(paths: list[str]) -> list[RpmHeader]:
@@ -212,8 +212,10 @@ def build_plugin(request: PluginBuildRequest) -> PluginBuildResult:
             plugin_headers = _headers(request.rpms)
             image = image_packages(request, workdir)
         with timer.stage("resolve dependencies"):
+            # An ISO's database lists every file; a package list may not (then file requirements are assumed met).
             resolution = resolve_closure([header.path for header in plugin_headers], request.repos, image,
-                                         download_dir=workdir)
+                                         download_dir=workdir,
+                                         assume_image_files=None if request.target_packages else False)
             headers = {header.path: header for header in plugin_headers}
             for package in resolution.packages:
                 if package.path not in headers:

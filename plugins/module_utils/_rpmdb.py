@@ -3,17 +3,21 @@
 """The packages and plugins installed in a Node image, read without booting it and without libguestfs.
 
 The image's rpm database folder is copied out of the ext root image with debugfs and queried with
-the host's rpm bindings (the database is rpm's sqlite backend; old images' Berkeley DB ``Packages``
-is read with the read-only ``bdb_ro`` backend where the host's rpm has it). Plugin records are the
-edit-node files ``/etc/ovirt-plugins.d/<name>``.
+the host's rpm bindings: rpm's sqlite backend, or for Fedora 17, EL6 and EL7 images their Berkeley DB
+``Packages`` through rpm's read-only ``bdb_ro`` backend. Each package is read with its file list, as
+rpm itself uses it to meet file requirements. Plugin records are the edit-node files
+``/etc/ovirt-plugins.d/<name>``. rpmdb_write_problem tells, from the image's own rpm configuration,
+whether the image's rpm can write its database (a build installs packages with it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 
 from ._errors import NodePluginError
 from ._liveos import dump_root_tree, extract_root_image, list_root_dir, read_root_file
@@ -30,6 +34,16 @@ RPMDB_PATH = "/var/lib/rpm"
 PLUGIN_RECORDS = "/etc/ovirt-plugins.d"
 # Files of the records folder that plugins ship and that are not records of installed packages.
 PLUGIN_SIDE_FILES = (".firewall", ".minimize", ".logs")
+# The file that tells each database format apart, in the order rpm >= 4.16 looks for them, and the
+# rpm backend that reads it on the host (Berkeley DB only read-only: rpm >= 4.16 cannot write it).
+RPMDB_FORMATS = (("rpmdb.sqlite", "sqlite", "sqlite"), ("Packages", "bdb", "bdb_ro"), ("Packages.db", "ndb", "ndb"))
+_FORMAT_TEXT = {"sqlite": "sqlite (rpmdb.sqlite)", "bdb": "Berkeley DB (Packages)", "ndb": "ndb (Packages.db)"}
+# Where an image's rpm reads its macros, in rpm's order (a later definition wins). Platform and
+# user macro files are left out: a distribution does not set the database backend there.
+RPM_MACRO_FILES = ("/usr/lib/rpm/macros", "/usr/lib/rpm/macros.d/macros.*", "/usr/lib/rpm/redhat/macros",
+                   "/etc/rpm/macros.*", "/etc/rpm/macros")
+_DB_BACKEND = re.compile(rb"^[ \t]*%_db_backend[ \t]+(\S[^\n]*?)[ \t]*$", re.MULTILINE)
+_MACRO_FILE_LIMIT = 4 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,30 +56,55 @@ class InstalledPlugin:
     record: str
 
 
+@dataclasses.dataclass(frozen=True)
+class RpmDatabase:
+    """What was read from an image's rpm database: its format, and every package with its files."""
+
+    format: str  # "sqlite", "bdb" (Berkeley DB) or "ndb"
+    packages: tuple[InstalledPackage, ...]
+    package_count: int
+    file_count: int
+
+    @classmethod
+    def of(cls, database_format: str, packages: Iterable[InstalledPackage]) -> RpmDatabase:
+        ordered = tuple(sorted(packages, key=lambda package: package.nevra))
+        return cls(database_format, ordered, len(ordered), sum(len(package.files) for package in ordered))
+
+    def facts(self) -> dict:
+        """The summary for facts and reports: format and counts, without the package list."""
+        return {"format": self.format, "packages": self.package_count, "files": self.file_count}
+
+
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def read_rpmdb(dbpath: str) -> list[InstalledPackage]:
-    """Installed packages of the rpm database in folder ``dbpath``, sorted by NEVRA."""
+def rpmdb_format_from_names(names: Iterable[str]) -> str | None:
+    """The database format ("sqlite", "bdb", "ndb") that a listing of /var/lib/rpm shows, or None."""
+    present = set(names)
+    return next((database_format for file_name, database_format, _backend in RPMDB_FORMATS
+                 if file_name in present), None)
+
+
+def read_rpm_database(dbpath: str) -> RpmDatabase:
+    """The installed packages, with their provides and file lists, of the rpm database in folder ``dbpath``."""
     if not HAS_RPM:
         raise NodePluginError("the rpm Python bindings are not installed",
                               hint="install python3-rpm (make setup does it) and use the system Python")
-    if os.path.isfile(os.path.join(dbpath, "rpmdb.sqlite")):
-        backend = "sqlite"
-    elif os.path.isfile(os.path.join(dbpath, "Packages")):
-        backend = "bdb_ro"
-    else:
+    database_format = rpmdb_format_from_names(os.listdir(dbpath)) if os.path.isdir(dbpath) else None
+    if database_format is None:
         raise NodePluginError("no rpm database in this folder (neither rpmdb.sqlite nor Packages)", path=dbpath,
                               hint="the image has no /var/lib/rpm database; it cannot be inspected")
+    backend = next(backend for _file, known, backend in RPMDB_FORMATS if known == database_format)
     rpm.addMacro("_dbpath", dbpath)
     rpm.addMacro("_db_backend", backend)
     try:
         transaction = rpm.TransactionSet()
         transaction.setVSFlags(getattr(rpm, "RPMVSF_MASK_NOSIGNATURES", 0) | getattr(rpm, "_RPMVSF_NOSIGNATURES", 0))
         if transaction.openDB() != 0:
-            raise NodePluginError(f"rpm cannot open the image's {backend} database", path=dbpath,
-                                  hint="the host's rpm must be >= 4.16 for sqlite and built with bdb_ro for old images")
+            raise NodePluginError(f"rpm cannot open the image's {_FORMAT_TEXT[database_format]} database",
+                                  path=dbpath, hint="the host's rpm must be >= 4.16 for sqlite and built with "
+                                                    "bdb_ro for Berkeley DB")
         packages = []
         for header in transaction.dbMatch():
             if _text(header[rpm.RPMTAG_NAME]) == "gpg-pubkey":
@@ -76,32 +115,38 @@ def read_rpmdb(dbpath: str) -> list[InstalledPackage]:
                 name=_text(header[rpm.RPMTAG_NAME]), epoch=int(epoch) if epoch is not None else None,
                 version=_text(header[rpm.RPMTAG_VERSION]), release=_text(header[rpm.RPMTAG_RELEASE]),
                 arch=_text(header[rpm.RPMTAG_ARCH] or "noarch"), provides=tuple(provides),
-                install_time=header[rpm.RPMTAG_INSTALLTIME]))
+                install_time=header[rpm.RPMTAG_INSTALLTIME],
+                files=tuple(_text(name) for name in header[rpm.RPMTAG_FILENAMES])))
         transaction.closeDB()
     finally:
         rpm.delMacro("_db_backend")
         rpm.delMacro("_dbpath")
-    return sorted(packages, key=lambda package: package.nevra)
+    return RpmDatabase.of(database_format, packages)
 
 
-def image_packages_from_root_image(root_image: str, workdir: str) -> list[InstalledPackage]:
-    """Installed packages of an ext root image (its /var/lib/rpm copied to ``workdir`` with debugfs)."""
+def rpm_database_from_root_image(root_image: str, workdir: str) -> RpmDatabase:
+    """The rpm database of an ext root image (its /var/lib/rpm copied to ``workdir`` with debugfs, then removed)."""
     if list_root_dir(root_image, RPMDB_PATH) is None:
         raise NodePluginError(f"the root image has no {RPMDB_PATH}", path=root_image,
                               hint="this image carries no rpm database to inspect")
     dbdir = tempfile.mkdtemp(prefix="rpmdb-", dir=workdir)
     try:
-        return read_rpmdb(dump_root_tree(root_image, RPMDB_PATH, dbdir))
+        return read_rpm_database(dump_root_tree(root_image, RPMDB_PATH, dbdir))
     finally:
         shutil.rmtree(dbdir, ignore_errors=True)
 
 
-def image_packages_from_iso(iso: str, workdir: str) -> list[InstalledPackage]:
-    """Installed packages of a Node ISO: the root image is unpacked into ``workdir`` (then removed)."""
+def image_packages_from_root_image(root_image: str, workdir: str) -> list[InstalledPackage]:
+    """Installed packages of an ext root image, sorted by NEVRA (rpm_database_from_root_image's packages)."""
+    return list(rpm_database_from_root_image(root_image, workdir).packages)
+
+
+def rpm_database_from_iso(iso: str, workdir: str) -> RpmDatabase:
+    """The rpm database of a Node ISO's image: the root image is unpacked into ``workdir`` (then removed)."""
     scratch = tempfile.mkdtemp(prefix="image-packages-", dir=workdir)
     try:
         root_image = extract_root_image(iso, scratch)
-        return image_packages_from_root_image(root_image, scratch)
+        return rpm_database_from_root_image(root_image, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -112,19 +157,24 @@ def _is_iso(path: str) -> bool:
         return handle.read(5) == b"CD001"
 
 
-def image_packages(image: str, workdir: str | None = None) -> list[InstalledPackage]:
-    """Installed packages of a Node ISO or of its ext root image (told apart by their signatures)."""
+def rpm_database(image: str, workdir: str | None = None) -> RpmDatabase:
+    """The rpm database of a Node ISO or of its ext root image (told apart by their signatures)."""
     if not os.path.isfile(image):
         raise NodePluginError("no such ISO or root image", path=image, hint="check the path")
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="image-packages-")
     try:
         if _is_iso(image):
-            return image_packages_from_iso(image, workdir)
-        return image_packages_from_root_image(image, workdir)
+            return rpm_database_from_iso(image, workdir)
+        return rpm_database_from_root_image(image, workdir)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def image_packages(image: str, workdir: str | None = None) -> list[InstalledPackage]:
+    """Installed packages of a Node ISO or of its ext root image, sorted by NEVRA."""
+    return list(rpm_database(image, workdir).packages)
 
 
 def parse_plugin_record(text: str, *, record: str) -> InstalledPlugin:
@@ -148,3 +198,64 @@ def installed_plugins(root_image: str) -> list[InstalledPlugin]:
         text = read_root_file(root_image, record).decode("utf-8", "replace")
         plugins.append(parse_plugin_record(text, record=record))
     return plugins
+
+
+def _macro_file_paths(list_image_dir: Callable[[str], Iterable[str] | None] | None) -> list[str]:
+    """RPM_MACRO_FILES with their globs expanded through list_image_dir (skipped without it), in rpm's order."""
+    paths = []
+    for pattern in RPM_MACRO_FILES:
+        folder, _sep, name = pattern.rpartition("/")
+        if not name.endswith("*"):
+            paths.append(pattern)
+        elif list_image_dir is not None:
+            prefix = name[:-1]
+            # rpm skips package manager leftovers when it expands a macro glob.
+            paths.extend(f"{folder}/{entry}" for entry in sorted(list_image_dir(folder) or ())
+                         if entry.startswith(prefix) and entry != prefix and "/" not in entry
+                         and not entry.endswith((".rpmnew", ".rpmsave", ".rpmorig", "~")))
+    return paths
+
+
+def rpmdb_write_problem(database_format: str, read_image_file: Callable[[str], bytes | None],
+                        list_image_dir: Callable[[str], Iterable[str] | None] | None = None) -> str | None:
+    """Why the image's own rpm cannot write its rpm database (a build installs with it), or None when it can.
+
+    Decided from the image's files alone: ``database_format`` is RpmDatabase.format (or
+    rpmdb_format_from_names of /var/lib/rpm); the image's rpm macros are read with ``read_image_file``
+    (image path -> bytes, None when absent), and ``list_image_dir`` (image folder -> names, None when
+    absent), when given, adds the macros.d and /etc/rpm/macros.* files. The last ``%_db_backend`` wins;
+    none at all means an rpm older than 4.14, which writes Berkeley DB only.
+    """
+    if database_format not in _FORMAT_TEXT:
+        raise ValueError(f"unknown rpm database format {database_format!r}")
+    backend, found_macros = None, False
+    for path in _macro_file_paths(list_image_dir):
+        content = read_image_file(path)
+        if content is None:
+            continue
+        found_macros = True
+        for match in _DB_BACKEND.finditer(content[:_MACRO_FILE_LIMIT]):
+            backend = match.group(1).decode("utf-8", "replace")
+    database = _FORMAT_TEXT[database_format]
+    if not found_macros:
+        return (f"the image keeps its rpm database as {database}, but it has no {RPM_MACRO_FILES[0]}: no rpm of its "
+                f"own to install plugin packages with. Needed: an image with a working rpm")
+    writes = {None: "bdb", "bdb": "bdb", "sqlite": "sqlite", "ndb": "ndb"}
+    if backend is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", backend):
+        return (f"cannot tell which database backend the image's rpm uses (%_db_backend is {backend[:40]!r}); its "
+                f"rpm database is {database}. Needed: a plain %_db_backend in the image's rpm macros")
+    if writes.get(backend) == database_format:
+        return None
+    if backend is None:
+        rpm_text = "its rpm defines no %_db_backend (rpm older than 4.14), so it writes Berkeley DB only"
+    elif backend in writes:
+        rpm_text = f"its rpm is set up with %_db_backend {backend}, so it writes {_FORMAT_TEXT[writes[backend]]}"
+        if database_format == "bdb":
+            rpm_text += " and reads Berkeley DB only through the read-only bdb_ro backend (rpm 4.16 or later)"
+    else:
+        rpm_text = f"its rpm is set up with %_db_backend {backend}, which does not write a database"
+    target = _FORMAT_TEXT[writes.get(backend, "sqlite")]
+    return (f"the image keeps its rpm database as {database}, but {rpm_text}; a build installs plugin packages "
+            f"with the image's own rpm, so it cannot add them to this image. Needed: an image whose own rpm writes "
+            f"{database} (the rpm its release shipped), or its database converted to {target} inside the image "
+            f"(rpmdb --rebuilddb with that rpm) before plugins are added")
