@@ -9,10 +9,10 @@ import yaml
 
 MODULES = ("node_iso_extract", "node_iso_verify", "node_plugin_apply", "node_plugin_build", "node_pxe_tree")
 # Keys ansible-core adds to every result, the ones tests.ansible_run adds, and those exit_json adds
-# about the file when a result has a "path" (AnsibleModule.add_path_info).
+# about the file when a result has a "path" or "dest" (AnsibleModule.add_path_info).
 STANDARD_KEYS = {"changed", "failed", "msg", "invocation", "diff", "warnings", "deprecations", "exception",
                  "skipped", "status", "stderr_of_ansible"}
-PATH_INFO_KEYS = {"uid", "gid", "owner", "group", "mode", "state", "secontext"}
+PATH_INFO_KEYS = {"uid", "gid", "owner", "group", "mode", "state", "secontext", "size"}
 SPEC_FIELDS = ("type", "required", "default", "choices", "elements")
 FIELD_DEFAULTS = {"required": False}
 
@@ -30,8 +30,9 @@ def assert_returns_documented(name: str, result: dict) -> None:
     """Every key of a real result is in RETURN, and every key RETURN says is returned always is there."""
     returns = documented_returns(name)
     returned = {key for key in result if not key.startswith("_ansible")} - STANDARD_KEYS
-    if "path" in result:
-        returned -= PATH_INFO_KEYS
-    assert sorted(returned - set(returns)) == [], f"{name} returns keys RETURN does not document"
+    added_by_ansible = PATH_INFO_KEYS if "path" in result or "dest" in result else set()
+    undocumented = sorted(returned - set(returns) - added_by_ansible)
+    assert not undocumented, f"{name} returns keys RETURN does not document: {undocumented}"
     always = {key for key, doc in returns.items() if doc.get("returned") == "always"}
-    assert sorted(always - returned) == [], f"{name}: RETURN says these are returned always, the result lacks them"
+    lacking = sorted(always - returned)
+    assert not lacking, f"{name}: RETURN says {lacking} are returned always, the result lacks them"

@@ -12,6 +12,8 @@ import pytest
 
 from tests import ansible_run
 from tests.unit.plugins.module_utils import isohelpers
+from tests.unit.plugins.modules.faults import one_line_without_traceback, read_only_folder
+from tests.unit.plugins.modules.module_docs import assert_returns_documented
 
 
 def run_module(tmp_path, args: dict, *, check: bool = False) -> dict:
@@ -37,6 +39,7 @@ def test_facts_only(tmp_path):
     assert [e["label"] for e in loaders["isolinux"]] == ["start", "check"]
     assert loaders["efiboot"][0]["efiboot_image"] == "/isolinux/efiboot.img"
     assert "rhgb" in loaders["grub"][0]["kernel_args"]
+    assert_returns_documented("node_iso_extract", result)
 
 
 def test_extract_check_mode_and_idempotency(tmp_path):
@@ -52,6 +55,7 @@ def test_extract_check_mode_and_idempotency(tmp_path):
 
     first = run_module(tmp_path, args)
     assert first["changed"] is True, first.get("msg")
+    assert_returns_documented("node_iso_extract", first)
     assert first["md5"]["implanted"] and first["md5"]["valid"] is True
     assert first["plugins"] == [{"name": isohelpers.PACKAGE_NAME, "version": "1.2-3.noarch",
                                  "install_date": "2026-11-25"}]
@@ -107,3 +111,21 @@ def test_clear_errors(tmp_path, kind):
     assert result["failed"] is True
     assert expected in result["msg"]
     assert "Traceback" not in json.dumps(result)
+
+
+@pytest.mark.parametrize("where", ["read-only", "proc"])
+def test_a_destination_that_cannot_be_written_is_named_with_a_hint(tmp_path, where):
+    tiny = isohelpers.cached_iso()
+    if where == "proc":
+        result = run_module(tmp_path, {"src": tiny.iso, "dest": "/proc/node-tree"})
+        message = one_line_without_traceback(result["msg"])
+        assert message.startswith("/proc/") and "the kernel's proc file system, which holds no files: " \
+            "choose another dest" in message
+        return
+    with read_only_folder(str(tmp_path / "ro")) as out:
+        result = run_module(tmp_path, {"src": tiny.iso, "rootfs_dest": os.path.join(out, "rootfs")})
+        assert os.listdir(out) == []
+    assert result["failed"] is True and "exception" not in result
+    message = one_line_without_traceback(result["msg"])
+    assert message.startswith(out + "/") and ": read-only file system (" in message
+    assert message.endswith("/ro is mounted read-only: mount it read-write or choose another rootfs_dest)")
