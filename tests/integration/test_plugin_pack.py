@@ -1,8 +1,14 @@
 # Copyright: contributors to ovirt.node_plugins
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The packager against the fixture Node ISO and the example plugin RPMs (real rpm, libsolv, gpg)."""
+"""The packager against the fixture Node ISO and the example plugin RPMs (real rpm, libsolv, gpg).
+
+The fixture is as strict as a real Node: /bin/sh and /usr/bin/python are files of its bash and python
+packages, and the example RPMs carry the requirements rpmbuild generates for their scriptlets and
+scripts. A variant keeps the image's rpm database as Berkeley DB, as Fedora 17, EL6 and EL7 Nodes do.
+"""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,15 +17,30 @@ import tarfile
 
 import pytest
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils import _rpmdb as rpmdb
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._cli import main
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import (extract_root_image, list_root_dir,
+                                                                                 read_root_file)
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import open_plugin
 from tests.fixtures.nodeiso import FixtureSpec, build_fixture_iso
 from tests.fixtures.rpms import build_example_rpms
+
+IN_IMAGE = ("/bin/sh (needed by vendor-agent) <- bash-4.2.37-1.x86_64",
+            "/usr/bin/python (needed by vendor-agent) <- python-2.7.3-1.x86_64",
+            "/bin/sh (needed by vendor-agent-lib) <- bash-4.2.37-1.x86_64",
+            "libvendorbase.so.1()(64bit) (needed by vendor-agent-lib) <- libvendorbase-3.2-1.x86_64",
+            "ovirt-node >= 2.5.0 (needed by vendor-agent) <- ovirt-node-2.5.0-1.0.fc17.noarch")
 
 
 @pytest.fixture(scope="module")
 def node():
     return build_fixture_iso(FixtureSpec())
+
+
+@pytest.fixture(scope="module")
+def node_bdb():
+    return build_fixture_iso(FixtureSpec(rpmdb="bdb"))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +79,32 @@ def test_plugin_from_the_fixture_iso_ships_exactly_what_the_image_lacks(node, ex
     assert {(p.name, p.role) for p in plugin.manifest.packages} == {("vendor-agent", "plugin"),
                                                                     ("vendor-agent-lib", "dependency")}
     assert plugin.manifest.persist == ("/etc/vendor-agent/agent.conf",)
-    assert "libvendorbase.so.1()(64bit) (needed by vendor-agent-lib) <- libvendorbase-3.2-1" in printed
+    satisfied = json.loads(printed)["satisfied_by_image"]
+    assert set(IN_IMAGE) <= set(satisfied), satisfied
+
+
+def test_example_rpms_carry_generated_file_requirements(examples):
+    """rpmbuild added the scriptlets' and scripts' interpreters; the packager had to meet them from files."""
+    query = ["rpm", "-qp", "--nosignature", "--qf", "[%{REQUIREFLAGS:deptype} %{REQUIRENAME}\\n]"]
+    agent = subprocess.run([*query, examples.by_name["vendor-agent"]], check=True, capture_output=True,
+                           text=True).stdout.splitlines()
+    for line in ("pre,interp /bin/sh", "post,interp /bin/sh", "preun,interp /bin/sh", "postun,interp /bin/sh",
+                 "auto /usr/bin/python", "auto /bin/sh", "manual ovirt-node", "manual vendor-agent-lib"):
+        assert line in agent, agent
+    library = subprocess.run([*query, examples.by_name["vendor-agent-lib"]], check=True, capture_output=True,
+                             text=True).stdout.splitlines()
+    assert "post,interp /bin/sh" in library and "manual libvendorbase.so.1()(64bit)" in library
+
+
+def test_the_image_owns_its_shell_and_python_as_files(node):
+    database = rpmdb.rpm_database(node.iso)
+    assert database.format == "sqlite" and database.package_count == len(node.packages)
+    owners = {path: package.name for package in database.packages for path in package.files}
+    assert owners["/bin/sh"] == "bash" and owners["/bin/bash"] == "bash" and owners["/usr/bin/python"] == "python"
+    assert database.file_count == len(owners)
+    # Nothing papers over it with a Provides: the image is as strict as a real Node.
+    assert not [package.nevra for package in database.packages for provide in package.provides
+                if provide.startswith("/")]
 
 
 def test_two_runs_give_identical_bytes(node, examples, deps, tmp_path, monkeypatch):
@@ -101,3 +147,62 @@ def test_command_line_wrapper_runs_as_a_process(node, examples, deps, tmp_path):
     again = subprocess.run([command, *_pack(examples, deps, str(tmp_path), "--target-iso", node.iso)],
                            capture_output=True, text=True, check=False)
     assert again.returncode == 0 and again.stdout.startswith("unchanged: ")
+
+
+# -- Berkeley DB ------------------------------------------------------------------------------------
+
+def test_berkeley_db_image_reads_like_the_sqlite_one(node, node_bdb, tmp_path):
+    """inspect-level package reading: the same packages and files from the bdb_ro branch."""
+    sqlite_db, bdb_db = rpmdb.rpm_database(node.iso), rpmdb.rpm_database(node_bdb.iso)
+    assert (sqlite_db.format, bdb_db.format) == ("sqlite", "bdb")
+    assert bdb_db.packages == sqlite_db.packages and bdb_db.file_count == sqlite_db.file_count
+    # The host's own rpm reads the image's database read-only, and finds every index.
+    root_image = extract_root_image(node_bdb.iso, str(tmp_path / "root"))
+    subprocess.run(["debugfs", "-R", f"rdump /var/lib/rpm {tmp_path}", root_image], check=True, capture_output=True)
+    assert "Packages" in os.listdir(tmp_path / "rpm") and "rpmdb.sqlite" not in os.listdir(tmp_path / "rpm")
+    listed = subprocess.run(["rpm", "--dbpath", str(tmp_path / "rpm"), "--define", "_db_backend bdb_ro", "-qa",
+                             "--qf", "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"], check=True, capture_output=True,
+                            text=True)
+    assert sorted(listed.stdout.split()) == node_bdb.packages == node.packages and listed.stderr == ""
+
+
+def test_inspect_lists_the_packages_of_a_berkeley_db_image(node_bdb, capsys):
+    assert main(["inspect", "--iso", node_bdb.iso, "--packages", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["packages"] == node_bdb.packages
+
+
+def test_plugin_packed_against_a_berkeley_db_image(node, node_bdb, examples, deps, tmp_path, capsys,
+                                                   monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    for fixture, folder in ((node, tmp_path / "sqlite"), (node_bdb, tmp_path / "bdb")):
+        folder.mkdir()
+        assert main(_pack(examples, deps, str(folder), "--target-iso", fixture.iso, "--json")) == 0
+        satisfied = json.loads(capsys.readouterr().out)["satisfied_by_image"]
+        assert set(IN_IMAGE) <= set(satisfied), satisfied
+    # The image's packages are the same, so the plugin is the same, byte for byte.
+    name = "vendor-agent-1.0.plugin.tar.gz"
+    assert (tmp_path / "sqlite" / name).read_bytes() == (tmp_path / "bdb" / name).read_bytes()
+
+
+def _root_image_files(root_image: str):
+    """A reader and a lister of the root image's files (None when absent), as rpmdb_write_problem takes them."""
+    def read_image_file(path: str) -> bytes | None:
+        try:
+            return read_root_file(root_image, path)
+        except NodePluginError:
+            return None
+
+    def list_image_dir(folder: str) -> list[str] | None:
+        entries = list_root_dir(root_image, folder)
+        return None if entries is None else [entry.name for entry in entries]
+    return read_image_file, list_image_dir
+
+
+def test_whether_the_image_rpm_can_write_its_database(node, node_bdb, tmp_path):
+    sqlite_root = extract_root_image(node.iso, str(tmp_path / "sqlite"))
+    assert rpmdb.rpmdb_write_problem("sqlite", *_root_image_files(sqlite_root)) is None
+    bdb_root = extract_root_image(node_bdb.iso, str(tmp_path / "bdb"))
+    problem = rpmdb.rpmdb_write_problem("bdb", *_root_image_files(bdb_root))
+    assert problem.startswith("the image keeps its rpm database as Berkeley DB (Packages), but its rpm is set up "
+                              "with %_db_backend bdb_ro, which does not write a database"), problem
