@@ -318,8 +318,77 @@ def _describe_inspect(result: dict) -> str:
     return "\n".join(lines)
 
 
+HOTADD_EPILOG = """\
+examples:
+  # add the vendor agent to a running Node, logged in as root with a key:
+  ovirt-plugin-build hotadd --host root@node1.example.com --plugin vendor-agent-1.1.plugin.tar.gz \\
+      --identity ~/.ssh/nodes_ed25519
+
+  # see what would change (rpm tests the transaction on the Node), on another port, pinned host key:
+  ovirt-plugin-build hotadd --host root@192.0.2.10:2222 --plugin vendor-agent-1.1.plugin.tar.gz --check \\
+      --ssh-option UserKnownHostsFile=~/.ssh/known_nodes --ssh-option StrictHostKeyChecking=yes
+
+The Node needs no Python: ssh and scp run its shell and copy the RPMs, its own rpm installs them.
+What is installed lasts until the Node reboots (rebuild the ISO with the plugin to keep it); the
+plugin's persist paths are kept on a Node with a config volume (/config). See docs/operations.md.
+"""
+
+
+def _add_hotadd(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "hotadd", help="add plugins to a running Node without a reboot (over ssh)",
+        description="Install plugins on a running oVirt Node with its own rpm, run their %post, write their "
+                    "records and persist their declared paths (stateful Nodes). The same engine as the "
+                    "ovirt.node_plugins.node_plugin_hotadd action plugin.",
+        epilog=HOTADD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", required=True, metavar="[USER@]NODE[:PORT]", help="the Node (user root by default)")
+    parser.add_argument("--plugin", action="append", required=True, metavar="PLUGIN", dest="plugins",
+                        help="a plugin tarball; repeat for several (added in order, each in its own transaction)")
+    parser.add_argument("--identity", metavar="KEY", help="ssh private key (ssh -i)")
+    parser.add_argument("--ssh-option", action="append", default=[], metavar="OPTION", dest="ssh_options",
+                        help="an ssh -o option, e.g. UserKnownHostsFile=FILE; repeatable")
+    parser.add_argument("--require-signed", action="store_true", help="refuse unsigned packages and plugins")
+    parser.add_argument("--keyring", metavar="FILE", help="public keys plugin signatures must verify with")
+    parser.add_argument("--allow-unlisted-paths", action="store_true",
+                        help="install packages with files outside the allowed paths (trusted plugins only)")
+    parser.add_argument("--no-persist", action="store_true", help="do not persist the plugins' declared paths")
+    parser.add_argument("--check", action="store_true", help="report what would change; change nothing")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_hotadd, describe=_describe_hotadd)
+
+
+def _run_hotadd(args: argparse.Namespace) -> dict:
+    from ._hotadd import HotaddRequest, OpenSshConnection, hotadd  # pylint: disable=import-outside-toplevel
+    results = []
+    with OpenSshConnection(args.host, identity=args.identity, options=args.ssh_options) as connection:
+        for plugin in args.plugins:
+            request = HotaddRequest(plugin=plugin, require_signed=args.require_signed, keyring=args.keyring,
+                                    allow_unlisted_paths=args.allow_unlisted_paths, persist=not args.no_persist,
+                                    check_mode=args.check)
+            outcome = hotadd(request, connection)
+            results.append({**outcome.to_dict(), "msg": outcome.message()})
+    return {"host": args.host, "changed": any(result["changed"] for result in results), "plugins": results}
+
+
+def _describe_hotadd(result: dict) -> str:
+    lines = []
+    for plugin in result["plugins"]:
+        lines.append(f"{plugin['target']}: {plugin['plugin']['name']} {plugin['plugin']['version']}: {plugin['reason']}")
+        for label, key in (("installed", "installed"), ("records", "records")):
+            if plugin[key]:
+                lines.append(f"  {label}: {', '.join(plugin[key])}")
+        for label, key in (("persisted", "persisted"), ("already persisted", "already"),
+                           ("not kept (stateless Node)", "not_kept")):
+            if plugin["persist"].get(key):
+                lines.append(f"  {label}: {', '.join(plugin['persist'][key])}")
+        lines += [f"  warning: {warning}" for warning in plugin["warnings"]]
+        if plugin["installed"]:
+            lines.append(f"  lasts: {plugin['lasts']}")
+    return "\n".join(lines)
+
+
 # Each subcommand: an adder that declares its flags and sets handler/describe.
-SUBCOMMANDS: list[Callable] = [_add_build, _add_verify, _add_inspect, _add_pack]
+SUBCOMMANDS: list[Callable] = [_add_build, _add_verify, _add_inspect, _add_pack, _add_hotadd]
 
 
 def make_parser() -> argparse.ArgumentParser:
