@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import re
 import shutil
@@ -42,6 +43,8 @@ except ImportError as _import_error:  # pragma: no cover - reported by the modul
     PyCdlibException = Exception  # type: ignore[misc,assignment]
 
 SECTOR_SIZE = 2048
+# Files up to this size may be read whole into memory by read_bytes' fallback.
+_SMALL_FILE = 1 << 20
 _EFI_IMAGE_NAMES = ("efiboot.img", "macboot.img")
 _CONFIG_NAMES = ("isolinux.cfg", "syslinux.cfg", "grub.cfg")
 
@@ -352,9 +355,19 @@ class IsoReader:
 
     def read_bytes(self, path: str, limit: int | None = None) -> bytes:
         """The first ``limit`` bytes (all when None) of a small file in the ISO."""
-        self._record(path)
-        with self._iso.open_file_from_iso(**self._kw(path)) as handle:
-            return handle.read() if limit is None else handle.read(limit)
+        size = self._record(path).get_data_length()
+        if size == 0:
+            return b""  # pycdlib refuses to open a file without data
+        try:
+            with self._iso.open_file_from_iso(**self._kw(path)) as handle:
+                return handle.read() if limit is None else handle.read(limit)
+        except PyCdlibException:
+            if size > _SMALL_FILE:
+                raise
+        # The boot catalog has no data pycdlib will open as a file, but it can be copied out.
+        buffer = io.BytesIO()
+        self.extract(path, buffer)
+        return buffer.getvalue() if limit is None else buffer.getvalue()[:limit]
 
     def read_text(self, path: str) -> str:
         return self.read_bytes(path).decode("utf-8", "surrogateescape")
