@@ -7,6 +7,8 @@ import os
 import subprocess
 
 from tests.ansible_run import run_module
+from tests.unit.plugins.modules.faults import one_line_without_traceback, read_only_folder
+from tests.unit.plugins.modules.module_docs import assert_returns_documented
 
 
 def _ansible(args: dict, *extra: str) -> dict:
@@ -20,6 +22,8 @@ def test_changed_then_unchanged_and_check_mode(node_iso, tmp_path):
     assert planned["changed"] is True and planned["reason"] == "would build" and not os.path.exists(dest)
     first = _ansible(args)
     assert first["status"] == "CHANGED", first
+    assert_returns_documented("node_pxe_tree", planned)
+    assert_returns_documented("node_pxe_tree", first)
     assert first["release_id"] == f"2.5.0-1.0.fc17-{first['iso_sha256'][:12]}"
     assert first["release_id"] == planned["release_id"]
     assert {"vmlinuz0", "initrd0.img", "pxelinux.0", "ldlinux.c32", "pxelinux.cfg/default", "grub.cfg",
@@ -59,3 +63,13 @@ def test_failures_are_messages(tmp_path):
     assert result["status"] == "FAILED!" and "Traceback" not in result["msg"]
     bad = _ansible({"src": str(not_iso), "dest": str(tmp_path / "t"), "http_url": "ftp://x"})
     assert "is not an http(s) URL" in bad["msg"]
+
+
+def test_a_read_only_destination_is_named_with_a_hint(node_iso, tmp_path):
+    with read_only_folder(str(tmp_path / "ro")) as out:
+        result = _ansible({"src": node_iso.iso, "dest": os.path.join(out, "tree"), "efi_bootloader": False})
+        assert os.listdir(out) == []
+    assert result["status"] == "FAILED!" and "exception" not in result
+    message = one_line_without_traceback(result["msg"])
+    assert message.startswith(out + "/") and ": read-only file system (" in message
+    assert message.endswith("/ro is mounted read-only: mount it read-write or choose another dest)")
