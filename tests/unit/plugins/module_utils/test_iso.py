@@ -203,3 +203,15 @@ def test_lost_boot_records_reports_each_loss():
     assert lost == ["El Torito entry 2 (UEFI, /isolinux/efiboot.img)", "the GPT of the hybrid system area",
                     "MBR partition types ['0x00', '0xef'] became ['0x00']", "GPT partitions (2 became 0)"]
     assert iso_mod.lost_boot_records(before, before) == []
+
+
+def test_read_bytes_of_the_boot_catalog_and_of_an_empty_file(tiny, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    out = str(tmp_path / "with-empty.iso")
+    iso_mod.rewrite_iso(tiny.iso, out, add_files={"/isolinux/empty": str(empty)})
+    with iso_mod.IsoReader(out) as reader:
+        assert reader.read_bytes("/isolinux/empty") == b""
+        catalog = reader.read_bytes("/isolinux/boot.cat")
+        assert len(catalog) == 2048 and catalog[0] == 1  # a validation entry starts the catalog
+        assert reader.read_bytes("/isolinux/boot.cat", 32) == catalog[:32]
