@@ -12,11 +12,15 @@ bytes actually read, RPM header NEVRA), and each refusal is one line naming the 
 
 from __future__ import annotations
 
+import collections
+import datetime
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
+import re
 import stat
 import tarfile
 import tempfile
@@ -26,9 +30,9 @@ from dataclasses import asdict, dataclass, field
 from ._digests import file_sha256
 from ._errors import NodePluginError
 from ._plugin_schema import SCHEMA
-from ._recipe import Recipe, parse_recipe
+from ._recipe import MAX_RECIPE_BYTES, Recipe, bounded, decode_recipe, excerpt, parse_recipe
 from ._reproducible import source_date_epoch, utc_timestamp
-from ._rpmhdr import TemporaryKeyring, read_header
+from ._rpmhdr import TemporaryKeyring, read_header, read_header_bytes
 from ._versions import parse_range
 
 try:
@@ -54,7 +58,7 @@ class Limits:
     max_member_bytes: int = 2 * 1024 ** 3
     max_total_bytes: int = 8 * 1024 ** 3
     max_manifest_bytes: int = 1024 ** 2
-    max_recipe_bytes: int = 1024 ** 2
+    max_recipe_bytes: int = MAX_RECIPE_BYTES
     max_signature_bytes: int = 64 * 1024
     max_rpm_header_bytes: int = 64 * 1024 ** 2
 
@@ -137,27 +141,120 @@ def created_now() -> str:
     return utc_timestamp()
 
 
+MAX_MANIFEST_DEPTH = 8  # a manifest nests 3 deep (object, packages, package); the bound keeps parsers flat
+MAX_MANIFEST_INTEGER_DIGITS = 18
+_JSON_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# Keys and values print in records, file names and messages: no control characters, no lone surrogates.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class _NotStrictJson(ValueError):
+    """JSON that json.loads would take but a manifest must not hold (raised by the hooks below)."""
+
+
+def _json_depth(raw: bytes, limit: int) -> int:
+    """How deep arrays and objects nest, counting no further than limit + 1 (strings are skipped)."""
+    depth = deepest = 0
+    for token in _JSON_STRING_OR_BRACKET.finditer(raw):
+        bracket = token.group()[:1]
+        if bracket in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _value in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for index, key in enumerate(keys) if key in keys[:index])
+        raise _NotStrictJson(f"the key {excerpt(twice, 60)} appears twice in one object")
+    return dict(pairs)
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_MANIFEST_INTEGER_DIGITS:
+        raise _NotStrictJson(f"a number has more than {MAX_MANIFEST_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def _no_float(text: str) -> float:
+    raise _NotStrictJson(f"{excerpt(text, 40)} is not an integer (a manifest's numbers are whole numbers)")
+
+
+def _no_constant(text: str) -> float:
+    raise _NotStrictJson(f"{text} is not a number JSON allows")
+
+
+def _check_strings(value: object, location: str) -> None:
+    """No key or string of the manifest holds a control character or a lone surrogate."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{location}/{key}" if location else str(key)
+        for text in (key, item):
+            found = _CONTROL_CHARACTER.search(text) if isinstance(text, str) else None
+            if found:
+                raise _NotStrictJson(f"{bounded(where, 80)}: control character U+{ord(found.group()):04X} "
+                                     "in a key or string")
+        _check_strings(item, where)
+
+
+def load_manifest_json(raw: bytes, where: str = MANIFEST) -> object:
+    """Strict JSON of manifest bytes: UTF-8, nesting at most MAX_MANIFEST_DEPTH, no duplicate keys, integers of
+    at most 18 digits, no fractions, NaN or Infinity, no control characters in strings; else NodePluginError."""
+    hint = "the manifest is damaged or was not written by ovirt-plugin-build; get the plugin again from the vendor"
+    if _json_depth(raw, MAX_MANIFEST_DEPTH) > MAX_MANIFEST_DEPTH:
+        raise NodePluginError(f"manifest nests arrays or objects more than {MAX_MANIFEST_DEPTH} deep",
+                              path=where, hint=hint)
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_int=_integer,
+                          parse_float=_no_float, parse_constant=_no_constant)
+        _check_strings(data, "")
+    except UnicodeDecodeError as exc:
+        raise NodePluginError(f"manifest is not UTF-8 JSON (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                              path=where, hint=hint) from exc
+    except json.JSONDecodeError as exc:
+        raise NodePluginError(f"manifest is not UTF-8 JSON ({bounded(str(exc))})", path=where, hint=hint) from exc
+    except _NotStrictJson as exc:
+        raise NodePluginError(f"manifest is not strict JSON: {exc}", path=where, hint=hint) from exc
+    return data
+
+
+def _check_created(created: str, where: str) -> None:
+    try:
+        datetime.datetime.strptime(created, _CREATED_FORMAT)
+    except ValueError as exc:
+        raise NodePluginError(f"created: {excerpt(created, 40)} is not a valid RFC 3339 UTC time", path=where,
+                              hint="ovirt-plugin-build writes YYYY-MM-DDTHH:MM:SSZ; rebuild the plugin") from exc
+
+
 def validate_manifest(data: object, where: str = MANIFEST) -> PluginManifest:
     """Check manifest data against the JSON Schema and the format's rules; return the dataclass."""
     if not HAS_JSONSCHEMA:
         raise NodePluginError("the Python package jsonschema is not installed",
                               hint="pip install jsonschema (make setup does it)")
     validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(data), key=lambda error: list(error.absolute_path))
+    # The first errors are enough to report one; a huge manifest must not cost a report of all.
+    errors = sorted(itertools.islice(validator.iter_errors(data), 64), key=lambda error: list(error.absolute_path))
     if errors:
         first = errors[0]
         location = "/".join(str(part) for part in first.absolute_path) or "(top)"
-        raise NodePluginError(f"manifest does not match the plugin format {FORMAT} schema at {location}: "
-                              f"{first.message}", path=where,
+        raise NodePluginError(f"manifest does not match the plugin format {FORMAT} schema at {bounded(location, 80)}: "
+                              f"{bounded(first.message)}", path=where,
                               hint="see docs/plugin-format.md; rebuild the plugin with ovirt-plugin-build")
     if not isinstance(data, dict):  # the schema says object; this keeps type checkers informed
         raise NodePluginError("manifest is not a JSON object", path=where)
+    _check_created(data["created"], where)
     try:
         parse_range(data["node"]["versions"])
     except NodePluginError as exc:
         raise NodePluginError(f"node/versions: {exc.message}", path=where, hint=exc.hint) from exc
-    files = [package["file"] for package in data["packages"]]
-    duplicates = sorted({name for name in files if files.count(name) > 1})
+    files = collections.Counter(package["file"] for package in data["packages"])
+    duplicates = sorted(name for name, count in files.items() if count > 1)
     if duplicates:
         raise NodePluginError(f"packages: {duplicates[0]} is listed twice", path=where)
     if not any(package["role"] == "plugin" for package in data["packages"]):
@@ -173,12 +270,8 @@ def validate_manifest(data: object, where: str = MANIFEST) -> PluginManifest:
 
 
 def parse_manifest(raw: bytes, where: str = MANIFEST) -> PluginManifest:
-    """Decode and validate manifest.json bytes."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NodePluginError(f"manifest is not UTF-8 JSON ({exc})", path=where) from exc
-    return validate_manifest(data, where)
+    """Decode (strictly, see load_manifest_json) and validate manifest.json bytes."""
+    return validate_manifest(load_manifest_json(raw, where), where)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,8 +381,40 @@ def write_tarball(dest: str, members: list[Member], mtime: int) -> WriteResult:
 
 
 def _refuse(path: str, member: str, rule: str, hint: str | None = None) -> NodePluginError:
-    return NodePluginError(f"member '{member}' refused: {rule}", path=path,
+    return NodePluginError(f"member {excerpt(member)} refused: {rule}", path=path,
                            hint=hint or "the plugin is damaged or was tampered with; get it again from the vendor")
+
+
+_EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                     tarfile.SOLARIS_XHDTYPE)
+MAX_EXTENDED_HEADER_BYTES = 64 * 1024
+MAX_EXTENDED_HEADERS_IN_A_ROW = 4
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's member header, refusing what tarfile would read without a bound before any rule of ours runs:
+    a large or endless chain of extended (pax, GNU long name) headers, and sparse maps (GNU and pax)."""
+
+    def _proc_member(self, archive):
+        if self.type in _EXTENDED_HEADERS:
+            in_a_row = getattr(archive, "_extended_headers_in_a_row", 0) + 1
+            archive._extended_headers_in_a_row = in_a_row
+            if in_a_row > MAX_EXTENDED_HEADERS_IN_A_ROW:
+                raise tarfile.SubsequentHeaderError(f"more than {MAX_EXTENDED_HEADERS_IN_A_ROW} extended headers "
+                                                    "in a row")
+            if self.size > MAX_EXTENDED_HEADER_BYTES:
+                raise tarfile.SubsequentHeaderError(f"an extended header of {self.size} bytes "
+                                                    f"(at most {MAX_EXTENDED_HEADER_BYTES})")
+        elif self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.SubsequentHeaderError("a sparse member")
+        else:
+            archive._extended_headers_in_a_row = 0
+        return super()._proc_member(archive)
+
+    def _proc_gnusparse_00(self, *args):
+        raise tarfile.SubsequentHeaderError("a sparse member")
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
 
 
 def _check_name(path: str, name: str) -> None:
@@ -304,9 +429,9 @@ def _check_name(path: str, name: str) -> None:
 
 def _check_type(path: str, info: tarfile.TarInfo) -> None:
     if info.issym():
-        raise _refuse(path, info.name, f"symbolic link (to '{info.linkname}')")
+        raise _refuse(path, info.name, f"symbolic link (to {excerpt(info.linkname)})")
     if info.islnk():
-        raise _refuse(path, info.name, f"hard link (to '{info.linkname}')")
+        raise _refuse(path, info.name, f"hard link (to {excerpt(info.linkname)})")
     if info.ischr() or info.isblk():
         raise _refuse(path, info.name, "device file")
     if info.isfifo():
@@ -394,30 +519,30 @@ def _read_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, exp
     return digest.hexdigest(), count, bytes(prefix)
 
 
-def _check_rpm_header(path: str, name: str, package: PackageEntry, rpm_file: str) -> None:
+def _check_rpm_header(path: str, name: str, package: PackageEntry, rpm_file: str | None, prefix: bytes) -> None:
+    """The RPM's header (read from the extracted file, or else from the member's first bytes) names the package."""
     try:
-        header = read_header(rpm_file)
+        header = read_header(rpm_file) if rpm_file else read_header_bytes(prefix, f"{path}: {name}")
     except NodePluginError as exc:
-        raise _refuse(path, name, f"not a readable RPM ({exc.message})") from exc
+        raise _refuse(path, name, f"not a readable RPM ({bounded(exc.message)})") from exc
     if header.nevra != package.nevra or header.name != package.name:
-        raise _refuse(path, name, f"RPM header says {header.nevra}, the manifest says {package.nevra}")
+        raise _refuse(path, name, f"RPM header says {excerpt(header.nevra)}, the manifest says {package.nevra}")
 
 
 def _scan(path: str, limits: Limits, extractor: _Extractor | None) -> _ScanState:
     state = _ScanState()
     expected: dict[str, PackageEntry] = {}
     try:
-        archive = tarfile.open(path, mode="r|gz")
+        archive = tarfile.open(path, mode="r|gz", tarinfo=_BoundedTarInfo)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise NodePluginError(f"not a gzip'd tar plugin ({exc})", path=path) from exc
+        raise NodePluginError(f"not a gzip'd tar plugin ({bounded(str(exc))})", path=path) from exc
     with archive:
-        with tempfile.TemporaryDirectory(prefix="ovirt-plugin-read-") as scratch:
-            try:
-                for count, info in enumerate(archive, start=1):
-                    _scan_member(path, archive, info, count, limits, state, expected, extractor, scratch)
-            except (tarfile.TarError, EOFError, zlib.error) as exc:
-                raise NodePluginError(f"the tarball is damaged ({exc})", path=path,
-                                      hint="get the plugin again from the vendor") from exc
+        try:
+            for count, info in enumerate(archive, start=1):
+                _scan_member(path, archive, info, count, limits, state, expected, extractor)
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise NodePluginError(f"the tarball is damaged ({bounded(str(exc))})", path=path,
+                                  hint="get the plugin again from the vendor") from exc
     if state.manifest is None:
         raise NodePluginError("no manifest.json: not a plugin", path=path)
     missing = sorted((set(expected) | {state.manifest.recipe.file}) - state.seen)
@@ -427,8 +552,7 @@ def _scan(path: str, limits: Limits, extractor: _Extractor | None) -> _ScanState
 
 
 def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, count: int, limits: Limits,
-                 state: _ScanState, expected: dict[str, PackageEntry], extractor: _Extractor | None,
-                 scratch: str) -> None:
+                 state: _ScanState, expected: dict[str, PackageEntry], extractor: _Extractor | None) -> None:
     name = info.name
     _check_name(path, name)
     _check_type(path, info)
@@ -471,13 +595,7 @@ def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, cou
                 sink.close()
         if size != package.size or digest != package.sha256:
             raise _refuse(path, name, "digest mismatch: its size or sha256 differs from manifest.json")
-        if extractor:
-            rpm_file = extractor.path(name)
-        else:
-            rpm_file = os.path.join(scratch, "header.rpm")
-            with open(rpm_file, "wb") as handle:
-                handle.write(prefix)
-        _check_rpm_header(path, name, package, rpm_file)
+        _check_rpm_header(path, name, package, extractor.path(name) if extractor else None, prefix)
         return
     _digest, size, content = _read_member(path, archive, info, bound, None, bound)
     if size != info.size:
@@ -491,10 +609,7 @@ def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, cou
     else:
         if hashlib.sha256(content).hexdigest() != state.manifest.recipe.sha256:
             raise _refuse(path, name, "digest mismatch: its sha256 differs from manifest.json")
-        try:
-            state.recipe_text = content.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _refuse(path, name, "the recipe is not UTF-8 text") from exc
+        state.recipe_text = decode_recipe(content, f"{path}: {name}", limits.max_recipe_bytes)
     if extractor:
         with extractor.open(name) as handle:
             handle.write(content)
@@ -529,13 +644,19 @@ class PluginArchive:
 
         The members must not exist yet; on any refusal, what was written is removed.
         """
-        extractor = _Extractor(dest_dir)
+        try:
+            extractor = _Extractor(dest_dir)
+        except OSError as exc:
+            raise NodePluginError(f"cannot extract the plugin: {exc.strerror}", path=dest_dir) from exc
         try:
             state = _scan(self.path, self.limits, extractor)
             if state.manifest_bytes != self.manifest_bytes:
                 raise NodePluginError("the plugin changed since it was opened", path=self.path)
-        except BaseException:
+        except BaseException as exc:
             extractor.discard()
+            if isinstance(exc, OSError):
+                raise NodePluginError(f"cannot extract {self.path} here: {exc.strerror}", path=dest_dir,
+                                      hint="extract into an empty folder on a writable file system with room") from exc
             raise
         finally:
             extractor.close()
@@ -555,22 +676,30 @@ def open_plugin(path: str, *, keyring: str | None = None, require_signature: boo
         raise NodePluginError(f"cannot read the plugin: {exc.strerror}", path=path) from exc
     if not stat.S_ISREG(info.st_mode):
         raise NodePluginError("not a regular file", path=path)
-    state = _scan(path, limits, None)
-    recipe = parse_recipe(state.recipe_text, source=f"{path}: {RECIPE}")
-    check_recipe_repos(recipe, f"{path}: {RECIPE}")
-    signer = None
     if require_signature and not keyring:
         raise NodePluginError("a signature is required but no keyring was given", path=path,
                               hint="give the vendor's public key as the keyring")
-    if keyring:
-        if state.signature is None:
-            raise _refuse(path, SIGNATURE, "missing: the plugin is not signed, and a keyring was given",
-                          hint="ask the vendor for a signed plugin, or read it without a keyring")
-        with TemporaryKeyring(keyring) as keys:
+    # The keyring first: a missing or useless keyring is the user's problem to hear about, not "not signed".
+    keys = TemporaryKeyring(keyring) if keyring else None
+    try:
+        try:
+            state = _scan(path, limits, None)
+        except OSError as exc:
+            raise NodePluginError(f"cannot read the plugin: {exc.strerror}", path=path) from exc
+        recipe = parse_recipe(state.recipe_text, source=f"{path}: {RECIPE}", max_bytes=limits.max_recipe_bytes)
+        check_recipe_repos(recipe, f"{path}: {RECIPE}")
+        signer = None
+        if keys is not None:
+            if state.signature is None:
+                raise _refuse(path, SIGNATURE, "missing: the plugin is not signed, and a keyring was given",
+                              hint="ask the vendor for a signed plugin, or read it without a keyring")
             try:
                 signer = keys.verify_detached(state.signature, state.manifest_bytes, f"{path}: {SIGNATURE}")
             except NodePluginError as exc:
                 raise _refuse(path, SIGNATURE, exc.message, hint=exc.hint) from exc
+    finally:
+        if keys is not None:
+            keys.close()
     return PluginArchive(path=path, sha256=file_sha256(path), size=info.st_size, manifest=state.manifest,
                          manifest_bytes=state.manifest_bytes, recipe=recipe, recipe_text=state.recipe_text,
                          signature=state.signature, signer=signer, limits=limits,

@@ -47,6 +47,7 @@ SCHEMA: dict = {
         "packages": {
             "type": "array",
             "minItems": 1,
+            "maxItems": 4096,
             "items": {
                 "type": "object",
                 "additionalProperties": False,
@@ -72,14 +73,15 @@ SCHEMA: dict = {
                 "sha256": {"type": "string", "pattern": _SHA256},
             },
         },
-        "persist": {"type": "array", "uniqueItems": True,
+        "persist": {"type": "array", "maxItems": 256, "uniqueItems": True,
                     "items": {"type": "string", "pattern": _ABSOLUTE_PATH, "maxLength": 4096},
                     "description": "Absolute paths to persist on stateful installs."},
-        "allowed_path_overrides": {"type": "array", "uniqueItems": True,
+        "allowed_path_overrides": {"type": "array", "maxItems": 256, "uniqueItems": True,
                                    "items": {"type": "string", "pattern": _ABSOLUTE_PATH, "maxLength": 4096},
                                    "description": "Paths allowed beyond the standard set, declared by the vendor."},
         "created": {"type": "string", "format": "date-time",
-                    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"},
+                    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+                    "description": "RFC 3339 UTC time, seconds precision (YYYY-MM-DDTHH:MM:SSZ)."},
     },
 }
 

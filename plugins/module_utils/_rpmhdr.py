@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -73,19 +75,36 @@ def _text(value) -> str:
 def read_header(path: str) -> RpmHeader:
     """Read an RPM's header (signatures are not checked here; see check_signatures)."""
     _require_rpm()
-    transaction = rpm.TransactionSet()
-    transaction.setVSFlags(rpm.RPMVSF_MASK_NOSIGNATURES)
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         raise NodePluginError(f"cannot open the RPM: {exc.strerror}", path=path) from exc
     try:
+        return _header_from_fd(descriptor, path)
+    finally:
+        os.close(descriptor)
+
+
+def read_header_bytes(data: bytes, path: str) -> RpmHeader:
+    """Read the header from the first bytes of an RPM (in memory: no file is written); path names it."""
+    _require_rpm()
+    descriptor = os.memfd_create("rpm-header", os.MFD_CLOEXEC)
+    try:
+        os.write(descriptor, data)
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        return _header_from_fd(descriptor, path)
+    finally:
+        os.close(descriptor)
+
+
+def _header_from_fd(descriptor: int, path: str) -> RpmHeader:
+    transaction = rpm.TransactionSet()
+    transaction.setVSFlags(rpm.RPMVSF_MASK_NOSIGNATURES)
+    try:
         header = transaction.hdrFromFdno(descriptor)
     except rpm.error as exc:
         raise NodePluginError(f"not a readable RPM package ({exc})", path=path,
                               hint="give a binary .rpm file, as rpmbuild writes it") from exc
-    finally:
-        os.close(descriptor)
     files = tuple(_text(name) for name in header[rpm.RPMTAG_FILENAMES] or ())
     modes = header[rpm.RPMTAG_FILEMODES] or ()
     directories = frozenset(name for name, mode in zip(files, modes) if (mode & 0o170000) == 0o040000)
@@ -165,42 +184,87 @@ def check_paths(headers: Iterable[RpmHeader], prefixes: Sequence[str]) -> None:
             details="\n".join(report))
 
 
+MAX_KEYRING_BYTES = 4 * 1024 ** 2  # an exported key is a few KiB; a keyring of many keys stays far below
+
+
+def read_keyring(keyring: str) -> bytes:
+    """The bytes of a public key file (a regular file of at most MAX_KEYRING_BYTES), else NodePluginError saying why."""
+    hint = "give an exported public key file (gpg --export --armor KEYID > FILE)"
+    try:
+        # O_NONBLOCK: a fifo given as the keyring must not hang the build; only regular files are read.
+        descriptor = os.open(keyring, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError as exc:
+        raise NodePluginError("the keyring file does not exist", path=keyring, hint=hint) from exc
+    except OSError as exc:
+        raise NodePluginError(f"cannot read the keyring: {exc.strerror}", path=keyring, hint=hint) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NodePluginError("the keyring is not a regular file", path=keyring, hint=hint)
+        with os.fdopen(os.dup(descriptor), "rb") as handle:
+            content = handle.read(MAX_KEYRING_BYTES + 1)
+    except OSError as exc:
+        raise NodePluginError(f"cannot read the keyring: {exc.strerror}", path=keyring, hint=hint) from exc
+    finally:
+        os.close(descriptor)
+    if len(content) > MAX_KEYRING_BYTES:
+        raise NodePluginError(f"the keyring is larger than {MAX_KEYRING_BYTES} bytes: not a public key file",
+                              path=keyring, hint=hint)
+    return content
+
+
+def _day(epoch: str) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(int(epoch))) if epoch.isdigit() else "an unknown date"
+
+
 class TemporaryKeyring:
     """A GnuPG home and an rpm database in a temporary folder, holding only the given keys."""
 
     def __init__(self, keyring: str) -> None:
-        if not os.path.isfile(keyring):
-            raise NodePluginError("the keyring file does not exist", path=keyring,
-                                  hint="give an exported public key file (gpg --export --armor KEYID > FILE)")
+        content = read_keyring(keyring)
         self.keyring = keyring
         self.home = tempfile.mkdtemp(prefix="ovirt-plugin-keys-")
-        self.gnupg_home = os.path.join(self.home, "gnupg")
-        os.mkdir(self.gnupg_home, 0o700)
-        self._rpmdb: str | None = None
-        result = self.gpg(["--import", keyring], check=False)
-        self.fingerprints = self._fingerprints()
+        try:
+            self.gnupg_home = os.path.join(self.home, "gnupg")
+            os.mkdir(self.gnupg_home, 0o700)
+            self._rpmdb: str | None = None
+            result = self.gpg(["--import"], check=False, input=content)
+            self.fingerprints, self.key_problems = self._keys()
+        except BaseException:
+            self.close()
+            raise
         if not self.fingerprints:
             stderr = (result.stderr or b"").decode("utf-8", "replace").strip()
             self.close()
-            raise NodePluginError("the keyring holds no usable OpenPGP public key", path=keyring,
-                                  details=stderr or None)
+            raise NodePluginError("the keyring holds no OpenPGP public key", path=keyring,
+                                  hint="gpg found no usable OpenPGP public key in it; give an exported public key "
+                                       "file (gpg --export --armor KEYID > FILE)",
+                                  details=stderr[-1000:] or None)
 
     def gpg(self, args: Sequence[str], *, check: bool = True, input: bytes | None = None):
         return run(["gpg", "--batch", "--no-tty", "--homedir", self.gnupg_home, "--trust-model", "always",
                     *args], check=check, input=input)
 
-    def _fingerprints(self) -> list[str]:
-        listing = self.gpg(["--with-colons", "--list-keys"], check=False).stdout.decode()
-        fingerprints, previous = [], ""
+    def _keys(self) -> tuple[list[str], dict[str, str]]:
+        """Fingerprints of the primary keys, and what is wrong with each (sub)key that is expired or revoked."""
+        listing = self.gpg(["--with-colons", "--fixed-list-mode", "--list-keys"], check=False).stdout.decode()
+        fingerprints, problems, previous = [], {}, ""
         for line in listing.splitlines():
             fields = line.split(":")
+            if fields[0] in ("pub", "sub") and len(fields) > 6:
+                if fields[1] == "r":
+                    problems[fields[4].lower()] = "is revoked"
+                elif fields[1] == "e":
+                    problems[fields[4].lower()] = f"expired on {_day(fields[6])}"
             if fields[0] == "fpr" and previous == "pub":
                 fingerprints.append(fields[9].lower())
             previous = fields[0] if fields[0] != "fpr" else previous
-        return fingerprints
+        return fingerprints, problems
 
     def verify_detached(self, signature: bytes, data: bytes, what: str) -> str:
-        """Verify a detached signature of ``data``; return the signing key's fingerprint."""
+        """Verify a detached signature of ``data``; return the signing key's fingerprint.
+
+        A signature by an expired or revoked key is refused, saying so.
+        """
         signature_file = os.path.join(self.home, "data.asc")
         data_file = os.path.join(self.home, "data")
         with open(signature_file, "wb") as handle:
@@ -209,11 +273,21 @@ class TemporaryKeyring:
             handle.write(data)
         result = self.gpg(["--status-fd", "1", "--verify", signature_file, data_file], check=False)
         status = result.stdout.decode("utf-8", "replace")
+        hint = "get the plugin and the vendor's key again from the vendor"
+        by_key = re.search(r"^\[GNUPG:\] (EXPKEYSIG|REVKEYSIG) ([0-9A-Fa-f]+)", status, re.MULTILINE)
+        if by_key:
+            key_id = by_key.group(2).lower()
+            expired = re.search(r"^\[GNUPG:\] KEYEXPIRED ([0-9]+)", status, re.MULTILINE)
+            problem = ("is revoked" if by_key.group(1) == "REVKEYSIG"
+                       else f"expired on {_day(expired.group(1)) if expired else 'an earlier date'}")
+            raise NodePluginError(f"bad signature: it was made with the key {key_id}, which {problem}", path=what,
+                                  hint="ask the vendor for a plugin signed with a valid key, and its new public key")
+        if re.search(r"^\[GNUPG:\] EXPSIG ", status, re.MULTILINE):
+            raise NodePluginError("bad signature: the signature has expired", path=what, hint=hint)
         valid = re.search(r"^\[GNUPG:\] VALIDSIG ([0-9A-Fa-f]+)", status, re.MULTILINE)
         if result.returncode != 0 or not valid:
             reason = "no key of the keyring made it" if "NO_PUBKEY" in status else "it does not match the data"
-            raise NodePluginError(f"bad signature: {reason}", path=what,
-                                  hint="get the plugin and the vendor's key again from the vendor")
+            raise NodePluginError(f"bad signature: {reason}", path=what, hint=hint)
         return valid.group(1).lower()
 
     def _rpm_database(self) -> str:
@@ -245,11 +319,18 @@ class TemporaryKeyring:
 
 
 def check_signatures(headers: Sequence[RpmHeader], keyring: str) -> None:
-    """Raise naming every package whose signature does not verify with the keyring (unsigned included)."""
+    """Raise naming every package whose signature does not verify with the keyring (unsigned included).
+
+    rpm does not know when a key expired or was revoked; gpg does, and such a key verifies nothing.
+    """
     with TemporaryKeyring(keyring) as keys:
-        bad = [f"  {header.nevra} ({os.path.basename(header.path)}): "
-               f"{'signed with key ' + header.key_id if header.signed else 'not signed'}"
-               for header in headers if not keys.check_rpm(header.path)]
+        bad = []
+        for header in headers:
+            problem = keys.key_problems.get(header.key_id or "")
+            if problem or not keys.check_rpm(header.path):
+                signer = f"signed with key {header.key_id}" if header.signed else "not signed"
+                bad.append(f"  {header.nevra} ({os.path.basename(header.path)}): {signer}"
+                           + (f", which {problem}" if problem else ""))
     if bad:
         raise NodePluginError(f"{len(bad)} package(s) are not signed by a key of the keyring", path=keyring,
                               hint="sign them (rpmsign --addsign) with the vendor's key, or give the right keyring",

@@ -8,7 +8,10 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
+import tracemalloc
 
 import pytest
 
@@ -16,7 +19,8 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils import _plugin_
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import (
-    Limits, canonical_json, open_plugin, parse_manifest, validate_manifest)
+    Limits, Member, canonical_json, open_plugin, parse_manifest, validate_manifest, write_tarball)
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._rpmhdr import check_signatures, read_header
 from tests.unit import rpmhelpers
 
 TOP = rpmhelpers.TOP
@@ -128,8 +132,9 @@ def test_extract_writes_verified_members(good_plugin, tmp_path):
     written = open_plugin(good_plugin).extract(str(dest))
     assert sorted(os.path.relpath(path, dest) for path in written) == [
         "manifest.json", "recipe.ks", "rpms/agent-1.0-1.noarch.rpm", "rpms/agent-lib-1.0-1.noarch.rpm"]
-    with pytest.raises(FileExistsError):  # never overwrites
+    with pytest.raises(NodePluginError, match="File exists"):  # never overwrites
         open_plugin(good_plugin).extract(str(dest))
+    assert sorted(os.listdir(dest)) == ["manifest.json", "recipe.ks", "rpms"]
 
 
 def test_extract_removes_what_it_wrote_when_the_file_changed_underneath(good_plugin, tmp_path):
@@ -156,7 +161,7 @@ def test_extract_removes_what_it_wrote_when_the_file_changed_underneath(good_plu
     ("unlisted-dir", ["member 'etc' refused: not listed in manifest.json"]),
     ("oversize", ["member 'rpms/agent-1.0-1.noarch.rpm' refused: oversize"]),
     ("digest", ["member 'rpms/agent-lib-1.0-1.noarch.rpm' refused: digest mismatch"]),
-    ("nevra", ["member 'rpms/agent-1.0-1.noarch.rpm' refused: RPM header says agent-1.0-1.noarch, "
+    ("nevra", ["member 'rpms/agent-1.0-1.noarch.rpm' refused: RPM header says 'agent-1.0-1.noarch', "
                "the manifest says agent-9.9-1.noarch"]),
     ("recipe", ["recipe.ks: line 1: 'network' is not supported"]),
     ("recipe-repo", ["repo 'x' points at 'file:///srv/repo'"]),
@@ -281,3 +286,215 @@ def test_manifest_semantics(good_plugin):
             validate_manifest(changed)
     with pytest.raises(NodePluginError, match="not UTF-8 JSON"):
         parse_manifest(b"{")
+
+
+# -- pathological JSON, dates and bounded messages ------------------------------------------------
+
+DEEP = 200_000
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"[" * DEEP + b"]" * DEEP, "nests arrays or objects more than 8 deep"),
+    (b'{"a":' * DEEP + b"1" + b"}" * DEEP, "nests arrays or objects more than 8 deep"),
+    (b'{"format": [[[[[[[[[1]]]]]]]]]}', "nests arrays or objects more than 8 deep"),
+    (b"1" * 100_000, "a number has more than 18 digits"),
+    (b'{"format": -1' + b"0" * 5000 + b"}", "a number has more than 18 digits"),
+    (b'{"format": 1.0}', "'1.0' is not an integer"),
+    (b'{"format": 1e400}', "'1e400' is not an integer"),
+    (b'{"format": NaN}', "NaN is not a number JSON allows"),
+    (b'{"format": -Infinity}', "-Infinity is not a number JSON allows"),
+    (b'{"format": 1, "format": 1}', "the key 'format' appears twice in one object"),
+    (b'{"name": "agent\\n"}', "name: control character U+000A"),
+    (b'{"packages": [{"file": "x\\u0000"}]}', "packages/0/file: control character U+0000"),
+    (b'{"summary": "\\ud800"}', "summary: control character U+D800"),
+    (b'{"\\u001b[2J": 1}', "control character U+001B"),
+    (b"\xef\xbb\xbf{}", "Unexpected UTF-8 BOM"),
+    (b'{"name": "\xff"}', "not UTF-8 JSON (byte 0xff at offset 10)"),
+    (b"", "not UTF-8 JSON"),
+    (b'"' + b"[" * DEEP + b'"', "schema at (top)"),  # brackets inside a string are not nesting
+])
+def test_pathological_json_is_refused_cleanly(raw, words):
+    with pytest.raises(NodePluginError) as caught:
+        parse_manifest(raw, where="p.plugin.tar.gz: manifest.json")
+    message = str(caught.value)
+    assert message.startswith("p.plugin.tar.gz: manifest.json: ") and words in message, message
+    assert len(message) < 600 and "\x1b" not in message
+
+
+def _good_manifest(good_plugin) -> dict:
+    return json.loads(_members(good_plugin)[0][1])
+
+
+@pytest.mark.parametrize("created", [
+    "2023-13-01T00:00:00Z", "2023-02-30T00:00:00Z", "2023-11-14T24:00:00Z", "2023-11-14T22:13:60Z",
+    "\u0662\u0660\u0662\u0663-11-14T22:13:20Z", "2023-11-14T22:13:20+00:00", "2023-11-14 22:13:20Z",
+    "2023-11-14T22:13:20.5Z", "2023-11-14T22:13:20z",
+])
+def test_created_must_be_an_rfc3339_utc_time(good_plugin, created):
+    manifest = _good_manifest(good_plugin)
+    manifest["created"] = created
+    with pytest.raises(NodePluginError, match="created"):
+        parse_manifest(canonical_json(manifest))
+
+
+def test_schema_messages_are_bounded_and_escaped(good_plugin):
+    manifest = _good_manifest(good_plugin)
+    manifest["name"] = "x" * 100_000 + "\u202e"
+    with pytest.raises(NodePluginError) as caught:
+        validate_manifest(manifest)
+    assert len(str(caught.value)) < 700 and "\u202e" not in str(caught.value)
+
+
+def test_huge_arrays_stop_at_the_schema_quickly(good_plugin):
+    manifest = _good_manifest(good_plugin)
+    manifest["packages"] = [dict(manifest["packages"][0], file=f"rpms/a{index}.rpm") for index in range(20_000)]
+    with pytest.raises(NodePluginError, match="schema at packages"):
+        validate_manifest(manifest)
+    manifest = _good_manifest(good_plugin)
+    manifest["persist"] = [f"/etc/x{index}" for index in range(300)]
+    with pytest.raises(NodePluginError, match="schema at persist"):
+        validate_manifest(manifest)
+
+
+# -- tar headers tarfile would read without a bound ------------------------------------------------
+
+def _raw_header(name: str, kind: bytes, size: int, fmt=tarfile.GNU_FORMAT) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mode = kind, size, 0o644
+    return info.tobuf(format=fmt)
+
+
+def _gzip_blocks(path: str, blocks) -> str:
+    """Write a gzip'd tar from raw 512-byte-aligned pieces (an iterable of bytes), streamed."""
+    with gzip.open(path, "wb", compresslevel=1) as handle:
+        for block in blocks:
+            handle.write(block)
+        handle.write(b"\0" * 1024)
+    return path
+
+
+def _zeros(count: int, chunk: int = 1024 ** 2):
+    while count > 0:
+        yield b"\0" * min(chunk, count)
+        count -= chunk
+
+
+def test_a_huge_pax_header_is_refused_before_it_is_read(good_plugin, tmp_path):
+    size = 256 * 1024 ** 2  # tarfile reads an extended header into memory at once
+    path = _gzip_blocks(str(tmp_path / "bomb.plugin.tar.gz"),
+                        [_raw_header("././@PaxHeader", tarfile.XHDTYPE, size), *_zeros(size)])
+    tracemalloc.start()
+    try:
+        _refused(path, f"an extended header of {size} bytes (at most 65536)")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 ** 2
+
+
+def test_chained_and_sparse_headers_are_refused(good_plugin, tmp_path):
+    record = b"19 comment=chained\n"
+    pax = _raw_header("././@PaxHeader", tarfile.XHDTYPE, len(record)) + record.ljust(512, b"\0")
+    chained = _gzip_blocks(str(tmp_path / "chain.plugin.tar.gz"), [pax] * 5000 + [_raw_header("manifest.json",
+                                                                                              tarfile.REGTYPE, 0)])
+    _refused(chained, "more than 4 extended headers in a row")
+    long_names = _gzip_blocks(str(tmp_path / "long.plugin.tar.gz"),
+                              [_raw_header("././@LongLink", tarfile.GNUTYPE_LONGNAME, 512) + b"a" * 512] * 5000)
+    _refused(long_names, "more than 4 extended headers in a row")
+    sparse = _gzip_blocks(str(tmp_path / "sparse.plugin.tar.gz"),
+                          [_raw_header("manifest.json", tarfile.GNUTYPE_SPARSE, 0)])
+    _refused(sparse, "a sparse member")
+    members = _members(good_plugin)
+    members[0][0].pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "x"}
+    _refused(_write(str(tmp_path / "pax-sparse.plugin.tar.gz"), members), "a sparse member")
+
+
+def test_member_names_in_messages_are_escaped_and_bounded(good_plugin, tmp_path):
+    name = "rpms/" + "\x1b[31m" * 10 + "x" * 10_000
+    message = _refused(_write(str(tmp_path / "t.plugin.tar.gz"), _members(good_plugin) + [(_info(name), b"x")]),
+                       "refused: not listed in manifest.json")
+    assert "\x1b" not in message and len(message) < 600
+
+
+# -- keyrings and signatures -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "the keyring file does not exist"),
+    ("folder", "the keyring is not a regular file"),
+    ("fifo", "the keyring is not a regular file"),
+    ("device", "the keyring is not a regular file"),
+    ("empty", "the keyring holds no OpenPGP public key"),
+    ("garbage", "the keyring holds no OpenPGP public key"),
+    ("huge", "the keyring is larger than"),
+])
+def test_a_bad_keyring_is_named_never_called_not_signed(good_plugin, tmp_path, case, words):
+    keyring = tmp_path / "vendor.asc"
+    if case == "folder":
+        keyring.mkdir()
+    elif case == "fifo":
+        os.mkfifo(keyring)
+    elif case == "device":
+        keyring = "/dev/zero"
+    elif case == "empty":
+        keyring.write_bytes(b"")
+    elif case == "garbage":
+        keyring.write_bytes(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot a key\n-----END PGP PUBLIC KEY BLOCK-----\n")
+    elif case == "huge":
+        keyring.write_bytes(b"x" * (5 * 1024 ** 2))
+    message = _refused(good_plugin, words, keyring=str(keyring))
+    assert message.startswith(f"{keyring}: ") and "not signed" not in message
+
+
+def _gpg(home: str, *args: str, data: bytes | None = None) -> bytes:
+    return subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", home, "--passphrase", "", *args], input=data,
+                          check=True, capture_output=True).stdout
+
+
+@pytest.fixture(scope="module")
+def expired_key(tmp_path_factory):
+    """A key made in 2020 that expired a day later, its exported public key, and its GnuPG home."""
+    home = str(tmp_path_factory.mktemp("expired") / "gnupg")
+    os.mkdir(home, 0o700)
+    _gpg(home, "--faked-system-time", "20200101T000000", "--quick-gen-key", "Expired Vendor <e@example.com>",
+         "ed25519", "sign", "1d")
+    yield home
+    rpmhelpers.stop_agent(home)
+
+
+def _signed_copy(good_plugin: str, dest: str, signature: bytes) -> str:
+    members = [Member(info.name, data) for info, data in _members(good_plugin) if info.isreg()]
+    write_tarball(dest, members + [Member("manifest.json.asc", signature)], 1700000000)
+    return dest
+
+
+def test_a_signature_by_an_expired_key_says_so(good_plugin, tmp_path, expired_key):
+    manifest = _members(good_plugin)[0][1]
+    signature = _gpg(expired_key, "--faked-system-time", "20200101T120000", "--armor", "--detach-sign", "--output",
+                     "-", data=manifest)
+    public = tmp_path / "expired.asc"
+    public.write_bytes(_gpg(expired_key, "--armor", "--export"))
+    plugin = _signed_copy(good_plugin, str(tmp_path / "signed.plugin.tar.gz"), signature)
+    _refused(plugin, "member 'manifest.json.asc' refused: bad signature: it was made with the key",
+             "which expired on 2020-01-02", keyring=str(public))
+
+
+def test_a_revoked_key_verifies_nothing(good_plugin, tmp_path):
+    key = rpmhelpers.make_key("Revoked Vendor")
+    home = str(tmp_path / "gnupg")
+    shutil.copytree(key.home, home, ignore=shutil.ignore_patterns("S.*"))
+    try:
+        signature = _gpg(home, "--armor", "--detach-sign", "--output", "-", data=_members(good_plugin)[0][1])
+        with open(os.path.join(home, "openpgp-revocs.d", f"{key.fingerprint}.rev"), "rb") as handle:
+            revocation = handle.read().replace(b":-----BEGIN", b"-----BEGIN")
+        _gpg(home, "--import", data=revocation)
+        public = tmp_path / "revoked.asc"
+        public.write_bytes(_gpg(home, "--armor", "--export", key.fingerprint))
+    finally:
+        rpmhelpers.stop_agent(home)
+    plugin = _signed_copy(good_plugin, str(tmp_path / "signed.plugin.tar.gz"), signature)
+    _refused(plugin, f"bad signature: it was made with the key {key.key_id.lower()}, which is revoked",
+             keyring=str(public))
+    signed = rpmhelpers.signed_rpms(key)
+    with pytest.raises(NodePluginError, match=f"signed with key {key.key_id.lower()}, which is revoked"):
+        check_signatures([read_header(path) for path in signed.by_name.values()], str(public))
+    check_signatures([read_header(path) for path in signed.by_name.values()], key.public_key)  # before revocation
