@@ -73,8 +73,8 @@ def excerpt(text: str, limit: int = _QUOTE_LIMIT) -> str:
     return f"'{_escape(text[:limit])}'{_more(text, limit)}"
 
 
-def _bounded(text: str, limit: int = 2 * _QUOTE_LIMIT) -> str:
-    """A message from elsewhere (pykickstart's) that quotes the recipe: escaped and shortened, unquoted."""
+def bounded(text: str, limit: int = 2 * _QUOTE_LIMIT) -> str:
+    """A message from elsewhere that may quote hostile input (pykickstart, tarfile, jsonschema): escaped, shortened."""
     return _escape(text[:limit]) + _more(text, limit)
 
 
@@ -394,9 +394,9 @@ def parse_recipe(text: str, source: str = "recipe.ks", *, max_bytes: int = MAX_R
         raise
     except KickstartError as exc:
         message = str(exc.message or "not valid kickstart").strip()
-        raise checks.refuse(exc.lineno or checks.lineno, _bounded(message)) from exc
+        raise checks.refuse(exc.lineno or checks.lineno, bounded(message)) from exc
     except Warning as exc:
-        raise checks.refuse(checks.lineno, _bounded(str(exc))) from exc
+        raise checks.refuse(checks.lineno, bounded(str(exc))) from exc
     except ValueError as exc:  # shlex: a quote that is not closed, a backslash at the end
         raise checks.refuse(checks.lineno, f"{exc} (a quote is not closed, or a backslash ends the line)") from exc
     recipe = checks.recipe
