@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """`make bench`: the rebuild measured against baselines run on the same machine, in the same run.
 
-Baselines (FACTS.md, DESIGN.md "Performance direction"):
+Baselines (docs/field-facts.md, docs/design-notes.md "Performance"):
   copy          a plain copy of the ISO: the floor for any rebuild
   edit-livecd   the classic pipeline: unsquash everything, change the root image, mksquashfs it
                 whole, mkisofs the whole tree again, implantisomd5

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What an edit leaves behind for Node users and for the tools: records, manifests, build record.
 
-Formats users expect (edit-node, see FACTS.md):
+Formats users expect (edit-node, see docs/field-facts.md):
 - ``/etc/ovirt-plugins.d/<rpm name>``: ``Name:<name>``, ``Version:<version>-<release>.<arch>``,
   ``Install Date:<date>`` (no space after the colons); the Node's text UI lists plugins from them.
 - ``isolinux/updateN/`` (N = earlier updates + 1): ``manifest-<kind>.txt``,

@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - reported by read_header
     rpm = None
 
-# FACTS.md, "What edit-node does": where a plugin may install files.
+# docs/field-facts.md, "What edit-node did": where a plugin may install files.
 ALLOWED_PATHS: tuple[str, ...] = ("/etc", "/opt", "/usr/share/man", "/usr/lib/python*", "/usr/lib/systemd")
 KMOD_ALLOWED_PATHS: tuple[str, ...] = ("/etc/modprobe.d", "/etc/depmod.d", "/usr/share", "/lib/modules",
                                        "/lib/firmware")

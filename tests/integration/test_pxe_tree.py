@@ -58,7 +58,7 @@ def test_tree_is_livecd_iso_to_pxeboot_compatible(tree, plugin_iso, tmp_path):
 
 
 def test_tree_boots_over_bios_and_uefi_pxe_with_the_plugin(tree):
-    # Two boots at once: they do not slow each other down on two cores (FIXTURE-NOTES.md).
+    # Two boots at once: they do not slow each other down on two cores (docs/design-notes.md, "Measured").
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         bios = pool.submit(boot_pxe, tree.dest, "pxelinux.0", timeout=300)
         uefi = pool.submit(boot_pxe, tree.dest, "BOOTX64.EFI", uefi=True, timeout=300)
