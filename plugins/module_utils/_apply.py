@@ -26,7 +26,6 @@ import dataclasses
 import filecmp
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 
 from . import _records as records
@@ -39,6 +38,7 @@ from ._isomd5 import check as check_md5
 from ._liveos import SQUASHFS_PATH, find_root_image
 from ._nodeinfo import NodeInfo
 from ._nodeiso import NodeIso
+from ._outputs import OutputLock, check_distinct, clean_stale, work_dir
 from ._plugin import PluginArchive, open_plugin
 from ._reproducible import source_date_epoch, utc_timestamp
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
@@ -185,37 +185,47 @@ def apply_plugins(request: ApplyRequest, *, progress: ProgressCallback | None = 
                   session_factory: SessionFactory = RootImageSession) -> ApplyResult:
     """Rebuild request.src with request.plugins into request.dest; see the module docstring.
 
-    ``session_factory`` opens the image session (tests of the orchestration pass a fake one).
+    The output is locked for the run (a second writer is refused), and what a killed earlier run
+    left beside it is removed first. ``session_factory`` opens the image session (tests of the
+    orchestration pass a fake one).
     """
     timer = StageTimer()
     say = progress or (lambda _stage: None)
-    _check_options(request)
     say("prepare")
     with timer.stage("prepare"):
         prepared = prepare(request)
     with prepared.base:
-        workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(prepared.dest)}.work-",
-                                   dir=os.path.dirname(prepared.dest))
-        kept_workdir = None
-        try:
-            say("plan")
-            with timer.stage("plan"):
-                planned = plan(request, prepared, workdir)
-            result = _result(request, prepared, planned)
-            if planned.up_to_date:
-                result.reason = "up to date: the output's build record matches the inputs"
-                result.sha256, result.size = cached_sha256(planned.dest), os.path.getsize(planned.dest)
-            elif request.check_mode:
-                result.changed, result.reason = True, "would build"
-            else:
-                image, written = _build(request, prepared, planned, workdir, timer, say, session_factory)
-                result.changed, result.reason = True, "built"
-                _record_build(result, image, written)
-            if request.keep_workdir and not request.check_mode:
-                kept_workdir = workdir
-        finally:
-            if kept_workdir is None:
-                shutil.rmtree(workdir, ignore_errors=True)
+        if request.check_mode:
+            return run_apply(request, prepared, timer, say, session_factory)
+        with OutputLock(prepared.dest):
+            clean_stale(prepared.dest)
+            return run_apply(request, prepared, timer, say, session_factory)
+
+
+def run_apply(request: ApplyRequest, prepared: Prepared, timer: StageTimer, say: ProgressCallback,
+              session_factory: SessionFactory = RootImageSession) -> ApplyResult:
+    """Plan, then build unless up to date or in check mode, into ``prepared.dest`` (the caller holds its lock)."""
+    workdir = work_dir(prepared.dest)
+    kept_workdir = None
+    try:
+        say("plan")
+        with timer.stage("plan"):
+            planned = plan(request, prepared, workdir)
+        result = _result(request, prepared, planned)
+        if planned.up_to_date:
+            result.reason = "up to date: the output's build record matches the inputs"
+            result.sha256, result.size = cached_sha256(planned.dest), os.path.getsize(planned.dest)
+        elif request.check_mode:
+            result.changed, result.reason = True, "would build"
+        else:
+            image, written = _build(request, prepared, planned, workdir, timer, say, session_factory)
+            result.changed, result.reason = True, "built"
+            _record_build(result, image, written)
+        if request.keep_workdir and not request.check_mode:
+            kept_workdir = workdir
+    finally:
+        if kept_workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     result.workdir = kept_workdir
     result.durations = timer.durations
     return result
@@ -294,6 +304,8 @@ def prepare(request: ApplyRequest) -> Prepared:
         _check_unique_names(archives)
         kernel_edits = _kernel_edits(request, archives)
         dest = _output_path(request.dest, request.src, archives)
+        check_distinct({"output ISO": dest}, {"base ISO": request.src, "keyring": request.keyring,
+                                              **{f"plugin {path}": path for path in request.plugins}})
         digest = records.inputs_digest(base.sha256, [archive.sha256 for archive in archives],
                                        request.options_for_digest())
     except BaseException:
@@ -346,8 +358,6 @@ def _output_path(dest: str, src: str, archives: Sequence[PluginArchive]) -> str:
         stem = base[:-4] if base.lower().endswith(".iso") else base
         name = f"{stem}-{'_'.join(archive.manifest.name for archive in archives)}.iso"
         dest = os.path.join(dest, name)
-    if os.path.abspath(src) == dest:
-        raise NodePluginError("the output would overwrite the base ISO", path=dest, hint="choose another dest")
     if not os.path.isdir(os.path.dirname(dest)):
         raise NodePluginError("the output's folder does not exist", path=os.path.dirname(dest))
     return dest

@@ -29,6 +29,7 @@ from ._bootcfg import (GRUB, GRUB_LEGACY, ISOLINUX, BootEntry, ConfigEdit, Kerne
 from ._errors import NodePluginError
 from ._isomd5 import implant as implant_md5
 from ._isomd5 import read_field
+from ._outputs import work_dir
 from ._reproducible import source_date_epoch
 from ._run import run
 
@@ -521,7 +522,7 @@ def rewrite_iso(base: str | IsoReader, dest: str, *, replace_files: Mapping[str,
         check_volume_id(volume_id)
     epoch = source_date_epoch()
     dest = os.path.abspath(dest)
-    workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.", dir=os.path.dirname(dest))
+    workdir = work_dir(dest, "iso")
     try:
         temp_iso = os.path.join(workdir, "new.iso")
         argv = ["xorriso", "-no_rc", "-return_with", "FAILURE", "32", "-indev", base_path, "-outdev", temp_iso,

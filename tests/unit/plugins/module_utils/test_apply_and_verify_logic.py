@@ -74,12 +74,9 @@ def test_output_in_a_folder_gets_edit_nodes_name(tmp_path):
     assert dest == str(tmp_path / "ovirt-node-iso-2.5.0-1.0.fc17-vendor-agent_hello-plugin.iso")
 
 
-def test_output_must_not_overwrite_the_base_or_go_to_a_missing_folder(tmp_path):
-    base = str(tmp_path / "base.iso")
-    with pytest.raises(NodePluginError, match="overwrite the base"):
-        _apply._output_path(base, base, [])
+def test_output_must_not_go_to_a_missing_folder(tmp_path):
     with pytest.raises(NodePluginError, match="folder does not exist"):
-        _apply._output_path(str(tmp_path / "missing" / "out.iso"), base, [])
+        _apply._output_path(str(tmp_path / "missing" / "out.iso"), str(tmp_path / "base.iso"), [])
 
 
 def test_bad_options_are_refused_before_any_work():

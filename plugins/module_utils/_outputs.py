@@ -1,0 +1,171 @@
+# Copyright: contributors to ovirt.node_plugins
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where outputs go: never onto an input, one writer per output, and no debris after a crash.
+
+- ``check_distinct`` refuses, before any work, an output path that is also an input (compared by
+  real path and by inode, so links and bind mounts do not fool it).
+- ``OutputLock`` is an exclusive lock of one output (``fcntl.flock`` on ``.<name>.lock`` beside it,
+  holding the owner's PID and command); a second writer is refused with the holder named. The lock
+  file is removed on release.
+- ``work_dir`` makes the temporary folders next to an output with the owner's PID in their name
+  (``.<name>.work-<pid>-<random>``), so that ``clean_stale`` can remove those of a run that was
+  killed (its PID no longer alive) and nothing else.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+
+from ._errors import NodePluginError
+
+_WORK_MARK = ".work-"
+_LOCK_SUFFIX = ".lock"
+
+
+def _identity(path: str) -> tuple[str, tuple[int, int] | None]:
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+        return real, (info.st_dev, info.st_ino)
+    except OSError:
+        return real, None
+
+
+def check_distinct(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None]) -> None:
+    """Refuse when an output (name -> path) is an input or another output, by real path or inode."""
+    seen: dict[object, str] = {}
+    for kind, items in (("input", inputs), ("output", outputs)):
+        for name, path in items.items():
+            if not path:
+                continue
+            real, inode = _identity(path)
+            for key in (real, inode):
+                if key is None:
+                    continue
+                other = seen.get(key)
+                if other is not None and (kind == "output"):
+                    raise NodePluginError(f"the {name} would overwrite the {other}", path=path,
+                                          hint="choose an output path that is not one of the inputs or outputs")
+                seen.setdefault(key, name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def work_dir(dest: str, purpose: str = "work") -> str:
+    """A new private folder beside ``dest`` named ``.<name>.<purpose>-<pid>-<random>`` (mode 0700)."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    try:
+        return tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.{purpose}-{os.getpid()}-", dir=folder)
+    except OSError as exc:
+        raise NodePluginError(f"cannot create a work folder beside the output: {exc.strerror}", path=folder,
+                              hint=_os_hint(exc)) from exc
+
+
+def clean_stale(dest: str) -> list[str]:
+    """Remove work folders and lock files that an earlier, killed run of this tool left beside ``dest``.
+
+    Only names this module makes, and only when their owner PID is no longer alive. Returns them.
+    """
+    folder = os.path.dirname(os.path.abspath(dest))
+    pattern = re.compile(rf"^\.{re.escape(os.path.basename(dest))}\.[a-z]+-(\d+)-[A-Za-z0-9_]+$")
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        path = os.path.join(folder, name)
+        if match and not _pid_alive(int(match.group(1))) and not os.path.islink(path):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    continue
+            removed.append(path)
+    return removed
+
+
+def _os_hint(exc: OSError) -> str:
+    return {errno.EROFS: "the file system is read-only: choose an output on a writable one",
+            errno.ENOSPC: "the file system is full: free space or choose another output folder",
+            errno.EACCES: "permission denied: choose a folder you may write to",
+            errno.EPERM: "permission denied: choose a folder you may write to",
+            errno.ENOENT: "the folder does not exist: create it first"}.get(exc.errno, "check the output folder")
+
+
+class OutputLock:
+    """An exclusive lock of one output path for the life of a ``with`` block (see the module docstring)."""
+
+    def __init__(self, dest: str) -> None:
+        self.dest = os.path.abspath(dest)
+        self.path = os.path.join(os.path.dirname(self.dest), f".{os.path.basename(self.dest)}{_LOCK_SUFFIX}")
+        self._fd = -1
+
+    def __enter__(self) -> OutputLock:
+        for _attempt in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise NodePluginError(f"cannot lock the output: {exc.strerror}", path=self.dest,
+                                      hint=_os_hint(exc)) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise NodePluginError(f"another run is writing this output ({holder})", path=self.dest,
+                                      hint="wait for it to finish, or stop it; two builds must not write one file")
+            # The holder we waited for may have removed the file after we opened it: lock the file that
+            # is at the path now, or try again.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "since": int(time.time()),
+                                     "command": " ".join(sys.argv)[:500]}).encode("utf-8"))
+            self._fd = fd
+            return self
+        raise NodePluginError("cannot lock the output: its lock file keeps changing", path=self.dest,
+                              hint="another process is creating and removing it; stop it and retry")
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(data.get("since", 0))))
+            return f"PID {int(data.get('pid', 0))} since {since}: {str(data.get('command', '?'))[:200]}"
+        except (ValueError, TypeError, OSError):
+            return "a process whose lock file cannot be read"
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd >= 0:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self._fd)  # closing releases the lock
+            self._fd = -1

@@ -1,0 +1,70 @@
+# Copyright: contributors to ovirt.node_plugins
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_outputs: outputs never onto inputs, one writer per output, the debris of killed runs removed."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._outputs import (OutputLock, check_distinct,
+                                                                                  clean_stale, work_dir)
+
+
+def test_an_output_that_is_an_input_is_refused_by_path_link_or_inode(tmp_path):
+    base = tmp_path / "base.iso"
+    base.write_bytes(b"iso")
+    with pytest.raises(NodePluginError, match="report would overwrite the ISO to certify"):
+        check_distinct({"report": str(base)}, {"ISO to certify": str(base)})
+    link = tmp_path / "link.iso"
+    link.symlink_to(base)
+    with pytest.raises(NodePluginError, match="would overwrite the base ISO"):
+        check_distinct({"output ISO": str(link)}, {"base ISO": str(base)})
+    hard = tmp_path / "hard.json"
+    os.link(base, hard)
+    with pytest.raises(NodePluginError, match="would overwrite the base ISO"):
+        check_distinct({"report": str(hard)}, {"base ISO": str(base)})
+    with pytest.raises(NodePluginError, match="signature would overwrite the report"):
+        check_distinct({"report": str(tmp_path / "r"), "signature": str(tmp_path / "r")}, {})
+    check_distinct({"output ISO": str(tmp_path / "new.iso"), "report": None}, {"base ISO": str(base), "keyring": None})
+
+
+def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
+    dest = str(tmp_path / "out.iso")
+    with OutputLock(dest):
+        holder = subprocess.run([sys.executable, "-c", f"""
+import sys
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._outputs import OutputLock
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
+try:
+    with OutputLock({dest!r}):
+        sys.exit(0)
+except NodePluginError as exc:
+    print(exc.render()); sys.exit(3)
+"""], capture_output=True, text=True, check=False)
+        assert holder.returncode == 3
+        assert f"another run is writing this output (PID {os.getpid()}" in holder.stdout
+    assert os.listdir(tmp_path) == []  # the lock file goes with the lock
+    with OutputLock(dest):  # and can be taken again
+        pass
+
+
+def test_stale_work_folders_of_dead_runs_are_removed_and_nothing_else(tmp_path):
+    dest = str(tmp_path / "out.iso")
+    mine = work_dir(dest)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f".out.iso.work-{dead}-abc123_x"
+    stale.mkdir()
+    (stale / "big").write_bytes(b"x" * 100)
+    stale_file = tmp_path / f".out.iso.report-{dead}-k2j3h4"
+    stale_file.write_text("half a report")
+    other = tmp_path / f".other.iso.work-{dead}-abc123_x"
+    other.mkdir()
+    user = tmp_path / ".out.iso.notes"
+    user.write_text("mine")
+    assert sorted(clean_stale(dest)) == sorted([str(stale), str(stale_file)])
+    assert os.path.isdir(mine) and other.is_dir() and user.is_file()
