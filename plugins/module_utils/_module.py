@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import importlib
+import io
 import os
 import tempfile
 import traceback
@@ -116,7 +117,7 @@ def explain_failure(error: BaseException, outputs: Mapping[str, str | None] | No
     if isinstance(error, OSError):
         return Failure(_explain_os_error(error, outputs or {}))
     where = _path_in_progress(error)
-    about = f" while working on {quote(where)}" if where else ""
+    about = f" while reading {quote(where)}" if where else ""
     if isinstance(error, RecursionError):
         return Failure(f"an input is nested too deeply to read{about} (refused: it exceeds Python's recursion limit)")
     if isinstance(error, MemoryError):
@@ -127,19 +128,21 @@ def explain_failure(error: BaseException, outputs: Mapping[str, str | None] | No
 
 
 def _path_in_progress(error: BaseException) -> str | None:
-    """The file the library was working on when ``error`` rose: the innermost frame of ours with a ``path``.
+    """The file being read when ``error`` rose: from the innermost frame with an open file or, in ours, a ``path``.
 
-    The library names the file a function works on ``path``; exhaustion and bad text carry no file name
-    of their own, and this is what tells the user which input to look at.
+    Exhaustion and bad text carry no file name of their own; the frames say which input it was (a
+    parser's open file object, or the ``path`` argument the library gives every function about a file).
     """
-    found = None
-    for frame, _line in traceback.walk_tb(error.__traceback__):
-        if os.path.dirname(os.path.abspath(frame.f_code.co_filename)) != _HERE:
-            continue
-        value = frame.f_locals.get("path")
-        if isinstance(value, str) and value:
-            found = value
-    return found
+    frames = [frame for frame, _line in traceback.walk_tb(error.__traceback__)]
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str) and value.name:
+                return value.name
+        ours = os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _HERE
+        path = frame.f_locals.get("path") if ours else None
+        if isinstance(path, str) and path:
+            return path
+    return None
 
 
 def _explain_os_error(error: OSError, outputs: Mapping[str, str | None]) -> str:
