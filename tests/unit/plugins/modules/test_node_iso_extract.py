@@ -129,3 +129,15 @@ def test_a_destination_that_cannot_be_written_is_named_with_a_hint(tmp_path, whe
     message = one_line_without_traceback(result["msg"])
     assert message.startswith(out + "/") and ": read-only file system (" in message
     assert message.endswith("/ro is mounted read-only: mount it read-write or choose another rootfs_dest)")
+
+
+def test_a_deeply_nested_stamp_in_the_destination_is_one_line(tmp_path):
+    """A destination whose stamp is JSON nested 200,000 deep: refused in one line naming it, not a traceback."""
+    tiny = isohelpers.cached_iso()
+    dest = tmp_path / "tree"
+    dest.mkdir()
+    (dest / ".node_iso_extract.json").write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
+    result = run_module(tmp_path, {"src": tiny.iso, "dest": str(dest)})
+    assert result["failed"] is True and "exception" not in result
+    message = one_line_without_traceback(result["msg"])
+    assert str(dest) in message and "bug" not in message
