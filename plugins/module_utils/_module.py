@@ -166,7 +166,8 @@ def _as_text(name: object) -> str | None:
 
 def _hint(number: int | None, path: str | None, outputs: Mapping[str, str | None]) -> str:
     """What to do about an OSError, naming the output option the path belongs to when there is one."""
-    option = _option_of(path, outputs) if path else None
+    given = [name for name, value in outputs.items() if value]
+    option = _option_of(path, outputs) if path else (given[0] if len(given) == 1 else None)
     instead = f"choose another {option}" if option else "choose another destination"
     mount = _mount_of(path) if path else None
     if mount and mount.fstype in _PSEUDO_FILE_SYSTEMS:
@@ -175,8 +176,7 @@ def _hint(number: int | None, path: str | None, outputs: Mapping[str, str | None
         where = quote(mount.point) if mount else "its file system"
         return f"{where} is mounted read-only: mount it read-write or {instead}"
     if number in (errno.ENOSPC, errno.EDQUOT):
-        where = f"the file system at {quote(mount.point)}" if mount else _places(outputs)
-        return f"free space on {where} or {instead}; temporary files go to TMPDIR ({quote(tempfile.gettempdir())})"
+        return f"free space on {_full_places(mount, outputs)}, or {instead}"
     if number in (errno.EACCES, errno.EPERM):
         return f"check the owner and mode (and immutable attribute) of it and its folder, or {instead}"
     if number == errno.ENOENT and path:
@@ -198,9 +198,16 @@ def _hint(number: int | None, path: str | None, outputs: Mapping[str, str | None
     return hints.get(number or 0, f"check {quote(path)}" if path else "check the inputs and outputs")
 
 
-def _places(outputs: Mapping[str, str | None]) -> str:
-    named = [f"{option}={quote(value)}" for option, value in outputs.items() if value]
-    return "the file systems of " + ", ".join(named) if named else "the file system of the output"
+def _full_places(mount: _Mount | None, outputs: Mapping[str, str | None]) -> str:
+    """Where a full file system may be: the one of the path, else those of the outputs; and TMPDIR."""
+    places = [f"the file system at {quote(mount.point)}"] if mount else []
+    if not mount:
+        for option, value in outputs.items():
+            output_mount = _mount_of(value) if value else None
+            if output_mount:
+                places.append(f"the file system at {quote(output_mount.point)} ({option})")
+    places.append(f"TMPDIR ({quote(tempfile.gettempdir())})")
+    return " or ".join(places)
 
 
 def _option_of(path: str, outputs: Mapping[str, str | None]) -> str | None:

@@ -1,20 +1,27 @@
 # Copyright: contributors to ovirt.node_plugins
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ovirt-plugin-build pack, through main() and as a process; build_plugin() options."""
+"""ovirt-plugin-build pack, through main() and as a process; failures that are not verdicts; build_plugin() options."""
 from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils import _cli
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._cli import main, make_parser
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import open_plugin
 from tests.unit import rpmhelpers
+from tests.unit.plugins.modules.faults import deeply_nested_plugin, one_line_without_traceback, read_only_folder
+
+COMMAND = os.path.join(os.path.dirname(sys.executable), "ovirt-plugin-build")  # what make setup installs
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +100,131 @@ def test_text_output_lists_roles(rpms, inputs, capsys):
 
 
 def test_as_a_process(rpms, inputs):
-    # The command that make setup installs next to the venv's python.
-    command = os.path.join(os.path.dirname(sys.executable), "ovirt-plugin-build")
-    done = subprocess.run([command, *_argv(rpms, inputs, "--json")], capture_output=True,
+    done = subprocess.run([COMMAND, *_argv(rpms, inputs, "--json")], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["changed"] is True
-    failed = subprocess.run([command, *_argv(rpms, inputs, "--node-versions", ">=2.5,,")],
+    failed = subprocess.run([COMMAND, *_argv(rpms, inputs, "--node-versions", ">=2.5,,")],
                             capture_output=True, text=True, check=False)
     assert failed.returncode == 2
     assert "clause 2 is empty" in failed.stderr and "Traceback" not in failed.stderr
+
+
+# -- failures that are not verdicts: exit 2 (130 interrupted), one line naming the path ------------
+
+def _error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = one_line_without_traceback(captured.err)
+    assert line.startswith("ovirt-plugin-build pack: error: "), line
+    return line[len("ovirt-plugin-build pack: error: "):]
+
+
+def test_a_read_only_output_folder(rpms, inputs, tmp_path, capsys):
+    with read_only_folder(str(tmp_path / "ro")) as out:
+        assert main(_argv(rpms, {**inputs, "out": out + "/"})) == 2
+        assert os.listdir(out) == []
+    reason = _error_line(capsys)
+    assert reason.startswith(f"{out}/.agent-1.0.plugin.tar.gz.") and reason.endswith(
+        f": read-only file system ({tmp_path}/ro is mounted read-only: mount it read-write or choose another --output)")
+
+
+def test_a_full_output_file_system(rpms, inputs, tmp_path, capsys):
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={full}/filler", "bs=4k"], capture_output=True, check=False)
+        assert main(_argv(rpms, {**inputs, "out": str(full)})) == 2
+        assert os.listdir(full) == ["filler"]  # no debris
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+    assert _error_line(capsys).startswith(f"no space left on device (free space on the file system at {full} "
+                                          "(--output) or TMPDIR (")
+
+
+def test_an_output_in_proc(rpms, inputs, capsys):
+    assert main(_argv(rpms, {**inputs, "out": "/proc/"})) == 2
+    reason = _error_line(capsys)
+    assert reason.startswith("/proc/.agent-1.0.plugin.tar.gz.") and reason.endswith(
+        ": no such file or directory (/proc is the kernel's proc file system, which holds no files: "
+        "choose another --output)")
+
+
+def test_a_missing_tmpdir(rpms, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "gone"))
+    assert main(_argv(rpms, inputs)) == 2
+    assert _error_line(capsys) == (f"{tmp_path}/gone: TMPDIR names no existing folder "
+                                   "(create it, or set TMPDIR to another folder or unset it)")
+    assert not os.path.exists(os.path.join(inputs["out"], "agent-1.0.plugin.tar.gz"))
+
+
+def test_an_endless_recipe_under_a_memory_limit(rpms, inputs):
+    """/dev/zero as the recipe, with 2 GiB of address space: refused (bounded read) or out of memory, in one line."""
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    failed = subprocess.run([COMMAND, *_argv(rpms, inputs, "--recipe", "/dev/zero")], capture_output=True, text=True,
+                            check=False, preexec_fn=limit_memory, timeout=300)
+    assert failed.returncode == 2
+    line = one_line_without_traceback(failed.stderr)
+    assert line.startswith("ovirt-plugin-build pack: error: ") and "/dev/zero" in line
+
+
+def test_a_deeply_nested_plugin_manifest(node_iso, tmp_path):
+    deep = deeply_nested_plugin(str(tmp_path))
+    failed = subprocess.run([COMMAND, "build", "--iso", node_iso.iso, "--plugin", deep, "-o", str(tmp_path / "out.iso")],
+                            capture_output=True, text=True, check=False, timeout=300)
+    assert failed.returncode == 2
+    line = failed.stderr.splitlines()[-1]  # after the stage lines
+    assert "Traceback" not in failed.stderr and line.startswith("ovirt-plugin-build build: error: ") and deep in line
+    assert not os.path.exists(tmp_path / "out.iso")
+
+
+def test_interrupted_exits_130_without_a_traceback(rpms, inputs, tmp_path):
+    """Ctrl-C while the command waits on its recipe (a FIFO nobody writes): one line, exit 130, no output."""
+    fifo = str(tmp_path / "recipe.ks")
+    os.mkfifo(fifo)
+    process = subprocess.Popen([COMMAND, *_argv(rpms, inputs, "--recipe", fifo)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _waits_on_fifo(process.pid):  # inside main(), blocked in open() of the FIFO
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert err == "ovirt-plugin-build pack: interrupted\n" and out == ""
+    assert not os.path.exists(os.path.join(inputs["out"], "agent-1.0.plugin.tar.gz"))
+
+
+def _waits_on_fifo(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/wchan", encoding="ascii") as handle:
+            return handle.read() == "wait_for_partner"
+    except OSError:
+        return False
+
+
+def _raise_a_bug(_args):
+    return {}["certified"]  # a KeyError: what a bug looks like
+
+
+def test_a_bug_says_so_and_shows_its_traceback_with_v(rpms, inputs, capsys, monkeypatch):
+    monkeypatch.setattr(_cli, "_run_pack", _raise_a_bug)
+    assert main(_argv(rpms, inputs)) == 2
+    line = one_line_without_traceback(capsys.readouterr().err)
+    assert line == ("ovirt-plugin-build pack: internal error, a bug of ovirt.node_plugins: KeyError: 'certified'. "
+                    "Please report it with its traceback (run again with -v to see it)")
+    assert main(["-v", *_argv(rpms, inputs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "in _raise_a_bug" in err
+    assert err.splitlines()[-1] == ("ovirt-plugin-build pack: internal error, a bug of ovirt.node_plugins: "
+                                    "KeyError: 'certified'. Please report it with its traceback")
+
 
 
 # -- build_plugin options ----------------------------------------------------------------------
