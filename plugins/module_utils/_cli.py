@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from ._choices import BOOT_TESTS, COMPRESSORS, PLUGIN_KINDS
 from ._module import Failure, check_tmpdir, explain_failure
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rich.progress import Progress, TaskID
+if TYPE_CHECKING:  # pragma: no cover - rich is imported only when the progress is shown
+    from rich import progress as rich_progress
 
 EXIT_OK = 0
 EXIT_NOT_CERTIFIED = 1  # the verdict; no other failure may use it
@@ -125,8 +125,8 @@ class _StageProgress:
     """One line per stage on stderr: a rich spinner and timer on a terminal, plain lines otherwise."""
 
     def __init__(self, enabled: bool) -> None:
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self._progress: rich_progress.Progress | None = None
+        self._task: rich_progress.TaskID | None = None
         self._plain = False
         if not enabled:
             return

@@ -226,7 +226,6 @@ def test_a_bug_says_so_and_shows_its_traceback_with_v(rpms, inputs, capsys, monk
                                     "KeyError: 'certified'. Please report it with its traceback")
 
 
-
 # -- build_plugin options ----------------------------------------------------------------------
 
 def _request(built, inputs, **overrides) -> PluginBuildRequest:
