@@ -129,7 +129,7 @@ def _fragment(image: str, work: str) -> None:
     script = ["mkdir /fill"]
     script += [f"write {fill} /fill/f{index}" for index in range(200)]
     script += [f"rm /fill/f{index}" for index in range(0, 200, 2)]
-    script += [f"write {frag} /fragmented", f"write /dev/null /unwritten", "fallocate /unwritten 0 39",
+    script += [f"write {frag} /fragmented", "write /dev/null /unwritten", "fallocate /unwritten 0 39",
                "sif /unwritten size 163840"]
     path = os.path.join(work, "fragment.debugfs")
     with open(path, "w", encoding="ascii") as handle:
