@@ -12,7 +12,6 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._blockio import FileRegion
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._extfs import BlockKind, ExtFilesystem
 
