@@ -4,8 +4,9 @@
 
 The image's packages form the installed repository, as rpm's own database does: what they provide
 and the files they hold count as satisfied (a file requirement such as /bin/sh, which rpmbuild adds
-for every scriptlet, is met by the package that owns the file). The plugin's own RPMs and the given repositories (folders of RPMs, or rpm-md repositories by file://,
-http:// or https:// URL) are the candidates. The solver's transaction says what is missing from the
+for every scriptlet, is met by the package that owns the file). The plugin's own RPMs and the given
+repositories (folders of RPMs, or rpm-md repositories by file://, http:// or https:// URL) are the
+candidates. The solver's transaction says what is missing from the
 image: exactly those packages go into the plugin.
 """
 

@@ -150,7 +150,8 @@ def test_plain_list_assumes_file_requirements_only(tmp_path):
 
 # An EL7-like image: /bin/sh and /usr/sbin/useradd are files of their packages; nothing provides them by name.
 BASH = InstalledPackage("bash", None, "4.2.46", "34.el7", "x86_64", files=("/bin/bash", "/bin/sh", "/usr/share/doc"))
-SHADOW = InstalledPackage("shadow-utils", 2, "4.6", "5.el7", "x86_64", files=("/usr/sbin/groupadd", "/usr/sbin/useradd"))
+SHADOW = InstalledPackage("shadow-utils", 2, "4.6", "5.el7", "x86_64",
+                          files=("/usr/sbin/groupadd", "/usr/sbin/useradd"))
 IMAGE_WITH_FILES = [*IMAGE, BASH, SHADOW]
 
 
