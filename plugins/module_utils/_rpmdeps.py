@@ -174,13 +174,21 @@ def _download(url: str, dest: str) -> str:
     return dest
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # rpm hands undecodable bytes of a file name over as surrogates
+        return False
+    return True
+
+
 def _add_file_list(filelist, solvable_id: int, paths: Iterable[str], dir_ids: dict[str, int]) -> None:
     """The package's files as libsolv's file list (directory ids shared): pool.addfileprovides() then
     turns exactly the files that some package requires into provides, as rpm's Basenames index does."""
     for path in paths:
         folder, _sep, base = path.rpartition("/")
-        if not base or not path.startswith("/"):
-            continue
+        if not base or not path.startswith("/") or not _utf8(path):
+            continue  # not a path a requirement can name, or bytes libsolv's bindings refuse
         dir_id = dir_ids.get(folder)
         if dir_id is None:
             dir_id = dir_ids[folder] = filelist.str2dir(folder or "/", True)
