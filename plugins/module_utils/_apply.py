@@ -31,9 +31,10 @@ from collections.abc import Callable, Sequence
 from . import _records as records
 from ._bootcfg import KernelArgEdits
 from ._choices import COMPRESSORS, SELINUX_RELABEL
-from ._digests import cached_sha256, is_cached
+from ._digests import cached_sha256, file_sha256, is_cached
 from ._errors import NodePluginError
 from ._iso import BootConfig, BootConfigEdits, IsoReader, check_replayable, edit_boot_configs, rewrite_iso
+from ._isotree import scripts_may_write, tree_reference
 from ._isomd5 import check as check_md5
 from ._liveos import SQUASHFS_PATH, find_root_image
 from ._nodeinfo import NodeInfo
@@ -523,6 +524,7 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
                       records.edited_system_release(release, unsigned=prepared.unsigned).encode("utf-8"))
         selinux = _relabel(session, request)
         live_changes = _live_changes(session, extracted.live_tree, workdir) if extracted.live_tree else {}
+    _check_live_changes(prepared, live_changes)
     return ImageEdit(packages=packages, packages_before=records.nevras_of(before["rpm"]),
                      packages_after=records.nevras_of(after["rpm"]), update_files=update_files,
                      live_changes=live_changes, scriptlet_logs=logs, selinux=selinux)
@@ -586,6 +588,19 @@ def _relabel(session: RootImageSession, request: ApplyRequest) -> str:
         raise NodePluginError("selinux_relabel=always, but the image has no enforced SELinux policy",
                               hint="use selinux_relabel=auto")
     return session.relabel()
+
+
+def _check_live_changes(prepared: Prepared, live_changes: dict[str, str]) -> None:
+    """Scripts may add files to the ISO tree, never touch its boot chain or the engine's own files."""
+    boot_files = prepared.base.boot_files()
+    refused = sorted("/" + relative for relative in live_changes if not scripts_may_write(relative, boot_files))
+    if refused:
+        scripted = sorted({archive.manifest.name for archive in prepared.archives
+                           for script in archive.recipe.scripts if script.nochroot or script.kind == "pre"})
+        raise NodePluginError(f"a %pre or %post --nochroot script of {', '.join(scripted)} changed "
+                              f"{', '.join(refused[:10])} in the ISO tree, which plugins may not touch",
+                              hint="boot loaders, kernels, initrds, boot configs, LiveOS/ and the records are "
+                                   "written by the build itself (kernel arguments: 'bootloader --append')")
 
 
 def _live_changes(session: RootImageSession, live_tree: str, workdir: str) -> dict[str, str]:
@@ -670,4 +685,6 @@ def build_record(request: ApplyRequest, prepared: Prepared, planned: Plan, image
                                         manifest=a.manifest, signer=a.signer) for a in prepared.archives],
         options=request.options_for_digest(), inputs_digest=prepared.digest, update=planned.update,
         packages=dict(image.packages), kernel_args=dict(planned.kernel_args_after),
-        created=utc_timestamp(), history=history)
+        created=utc_timestamp(), history=history, kernel_edits=prepared.kernel_edits.words(),
+        base_tree=tree_reference(prepared.base).to_dict(),
+        live_files={"/" + relative: file_sha256(local) for relative, local in sorted(image.live_changes.items())})

@@ -430,14 +430,19 @@ def efiboot_configs(image: str) -> list[str]:
     return [present[name.lower()] for name in EFIBOOT_CONFIGS if name.lower() in present]
 
 
-def read_efiboot_file(image: str, path: str) -> str:
-    """The text of one file inside a FAT image, read with mtools."""
+def read_efiboot_bytes(image: str, path: str) -> bytes:
+    """The bytes of one file inside a FAT image, read with mtools."""
     result = run(["mcopy", "-n", "-i", image, _efi_path(path), "-"], env=_MTOOLS_ENV, check=False)
     if result.returncode != 0:
         raise NodePluginError(f"cannot read {path} inside the EFI boot image", path=image,
                               hint="check that the file exists (mdir -i IMAGE -/ ::/)",
-                              details=(result.stderr or b"").decode("utf-8", "replace").strip())
-    return result.stdout.decode("utf-8", "surrogateescape")
+                              details=(result.stderr or b"").decode("utf-8", "replace").strip()[-2000:])
+    return result.stdout
+
+
+def read_efiboot_file(image: str, path: str) -> str:
+    """The text of one file inside a FAT image, read with mtools."""
+    return read_efiboot_bytes(image, path).decode("utf-8", "surrogateescape")
 
 
 def write_efiboot_file(image: str, path: str, text: str) -> None:

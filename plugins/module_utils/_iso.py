@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import os
 import re
@@ -71,6 +72,8 @@ class ElToritoEntry:
     load_size: int
     lba: int
     path: str | None
+    # xorriso patched a boot info table (PVD, file LBA, length, checksum) into bytes 8-64 of the image.
+    boot_info_table: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,7 @@ class BootRecords:
     gpt_partition_count: int
     image_sectors: int
     report: str = dataclasses.field(repr=False, default="")
+    catalog_path: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +374,21 @@ class IsoReader:
         self.extract(path, buffer)
         return buffer.getvalue() if limit is None else buffer.getvalue()[:limit]
 
+    def file_sha256(self, path: str) -> str:
+        """sha256 of one file of the ISO, streamed."""
+        digest = hashlib.sha256()
+        if self._record(path).get_data_length() > _SMALL_FILE:
+            try:
+                with self._iso.open_file_from_iso(**self._kw(path)) as handle:
+                    for block in iter(lambda: handle.read(_SMALL_FILE), b""):
+                        digest.update(block)
+            except (PyCdlibException, OSError, ValueError) as exc:
+                raise NodePluginError(f"cannot read {path} out of the ISO: {str(exc)[:200]}", path=self.path,
+                                      hint="the image may be truncated or damaged") from exc
+        else:
+            digest.update(self.read_bytes(path))
+        return digest.hexdigest()
+
     def read_text(self, path: str) -> str:
         return self.read_bytes(path).decode("utf-8", "surrogateescape")
 
@@ -413,6 +432,7 @@ def read_hybrid(iso: str) -> HybridInfo:
 
 _ET_IMG = re.compile(r"^El Torito boot img :\s+(\d+)\s+(\S+)\s+([yn])\s+(\S+)\s+\S+\s+\S+\s+(\d+)\s+(\d+)")
 _ET_PATH = re.compile(r"^El Torito img path :\s+(\d+)\s+(.*)$")
+_ET_OPTS = re.compile(r"^El Torito img opts :\s+(\d+)\s+(.*)$")
 
 
 def boot_records(iso: str) -> BootRecords:
@@ -421,7 +441,8 @@ def boot_records(iso: str) -> BootRecords:
     report = result.stdout.decode("utf-8", "replace")
     images: dict[int, dict] = {}
     paths: dict[int, str] = {}
-    summary, mbr_types, gpt_count, sectors = "", [], 0, 0
+    options: dict[int, list[str]] = {}
+    summary, mbr_types, gpt_count, sectors, catalog = "", [], 0, 0, None
     for line in report.splitlines():
         if match := _ET_IMG.match(line):
             images[int(match.group(1))] = {"platform": match.group(2), "bootable": match.group(3) == "y",
@@ -429,6 +450,10 @@ def boot_records(iso: str) -> BootRecords:
                                            "lba": int(match.group(6))}
         elif match := _ET_PATH.match(line):
             paths[int(match.group(1))] = match.group(2).strip()
+        elif match := _ET_OPTS.match(line):
+            options[int(match.group(1))] = match.group(2).split()
+        elif line.startswith("El Torito cat path :"):
+            catalog = line.split(":", 1)[1].strip() or None
         elif line.startswith("System area summary:"):
             summary = line.split(":", 1)[1].strip()
         elif line.startswith("MBR partition      :"):
@@ -437,9 +462,35 @@ def boot_records(iso: str) -> BootRecords:
             gpt_count += 1
         elif line.startswith("ISO image size/512 :"):
             sectors = int(line.split(":", 1)[1])
-    entries = [ElToritoEntry(index=index, path=paths.get(index), **images[index]) for index in sorted(images)]
+    entries = [ElToritoEntry(index=index, path=paths.get(index), boot_info_table="boot-info-table" in
+                             options.get(index, []), **images[index]) for index in sorted(images)]
     return BootRecords(el_torito=entries, system_area=summary, mbr_partition_types=mbr_types,
-                       gpt_partition_count=gpt_count, image_sectors=sectors, report=report)
+                       gpt_partition_count=gpt_count, image_sectors=sectors, report=report, catalog_path=catalog)
+
+
+def boot_info_table_problem(reader: IsoReader, path: str) -> str | None:
+    """What is wrong with the boot info table of an El Torito image, or None when it is right.
+
+    The table (bytes 8-64) holds the PVD's LBA (16), the image's own LBA and length, and the sum of
+    its 32-bit little-endian words from byte 64 on; a boot loader that trusts a stale one misboots.
+    """
+    data = reader.read_bytes(path, _SMALL_FILE + 1)
+    if len(data) > _SMALL_FILE or len(data) < 64:
+        return f"{path}: {len(data)} bytes, not a boot image with a boot info table"
+    pvd, lba, length, checksum = struct.unpack_from("<IIII", data, 8)
+    offset, size = reader.extent(path)
+    body = data[64:] + b"\0" * (-len(data[64:]) % 4)
+    expected = sum(struct.unpack_from(f"<{len(body) // 4}I", body)) & 0xFFFFFFFF
+    problems = []
+    if pvd != 16:
+        problems.append(f"PVD at {pvd}, not 16")
+    if lba != offset // SECTOR_SIZE:
+        problems.append(f"file LBA {lba}, not {offset // SECTOR_SIZE}")
+    if length != size:
+        problems.append(f"length {length}, not {size}")
+    if checksum != expected:
+        problems.append("wrong checksum")
+    return f"the boot info table of {path} is stale ({', '.join(problems)})" if problems else None
 
 
 def lost_boot_records(before: BootRecords, after: BootRecords) -> list[str]:
@@ -638,5 +689,5 @@ def edit_boot_configs(iso: str | IsoReader, workdir: str, edits: KernelArgEdits 
 
 __all__ = ["BootConfig", "BootConfigEdits", "BootRecords", "ElToritoEntry", "GRUB", "GRUB_LEGACY", "HybridInfo",
            "ISOLINUX", "IsoFile", "IsoReader", "IsoWriteResult", "boot_configs", "boot_records", "check_complete",
-           "check_replayable", "edit_boot_configs", "efi_image_paths", "find_boot_configs", "lost_boot_records",
+           "boot_info_table_problem", "check_replayable", "edit_boot_configs", "efi_image_paths", "find_boot_configs", "lost_boot_records",
            "opened", "read_hybrid", "rewrite_iso"]

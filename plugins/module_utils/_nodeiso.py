@@ -11,6 +11,7 @@ sha256. No stage goes back to the path to ask again.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
 
 from . import _records as records
@@ -117,3 +118,30 @@ class NodeIso(IsoReader):
 
     def has_squashfs(self) -> bool:
         return self.exists(SQUASHFS_PATH)
+
+    def boot_files(self) -> list[str]:
+        """Every file the boot chain reads: El Torito images, loaders and their modules, configs,
+        the kernels and initrds the boot entries name, EFI images, the boot catalog, the version file."""
+        found = {entry.path for entry in self.boot_records().el_torito if entry.path}
+        for config in self.boot_configs():
+            if config.efiboot:
+                found.add(config.efiboot)
+                continue
+            found.add(config.path)
+            for entry in config.entries:
+                for name in (entry.kernel, *(entry.initrd or "").split(",")):
+                    if name and not name.startswith(("(", "$")):
+                        found.add(iso_path_of(config.path, name))
+        for entry in self.files():
+            lower = entry.path.lower()
+            if lower.startswith("/efi/boot/") or lower.endswith((".c32", "/isolinux.bin", "/boot.cat",
+                                                                "/efiboot.img", "/macboot.img")):
+                found.add(entry.path)
+        found.add("/isolinux/version")
+        return sorted(path for path in found if self.exists(path))
+
+
+def iso_path_of(config_path: str, name: str) -> str:
+    """The ISO path a boot config names: absolute, or relative to the config's folder (isolinux)."""
+    path = name if name.startswith("/") else posixpath.join(posixpath.dirname(config_path), name)
+    return posixpath.normpath(path)

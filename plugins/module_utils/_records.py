@@ -198,6 +198,12 @@ class BuildRecord:
     tool: str = f"{TOOL_NAME} {TOOL_VERSION}"
     format: int = BUILD_RECORD_FORMAT
     history: list[dict] = dataclasses.field(default_factory=list)
+    # The kernel-argument edits applied to every boot entry, in edit-livecd's notation (!x removes).
+    kernel_edits: list[str] = dataclasses.field(default_factory=list)
+    # The base ISO's tree (_isotree.TreeReference as a dict): file digests, boot configs, EFI image files.
+    base_tree: dict = dataclasses.field(default_factory=dict)
+    # ISO path -> sha256 of the files the plugins' %pre/%post --nochroot scripts added or changed.
+    live_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -231,7 +237,9 @@ class BuildRecord:
             raise NodePluginError(f"the build record lacks or misstates a field ({str(exc)[:100]})", path=source,
                                   hint="the ISO's build record is damaged; rebuild the ISO") from exc
         if not isinstance(record.update, int) or not isinstance(record.packages, dict) or \
-                not isinstance(record.kernel_args, dict) or not isinstance(record.history, list):
+                not isinstance(record.kernel_args, dict) or not isinstance(record.history, list) or \
+                not isinstance(record.kernel_edits, list) or not isinstance(record.base_tree, dict) or \
+                not isinstance(record.live_files, dict) or not isinstance(record.options, dict):
             raise NodePluginError("the build record has fields of the wrong type", path=source,
                                   hint="the ISO's build record is damaged; rebuild the ISO")
         return record

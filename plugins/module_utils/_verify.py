@@ -39,8 +39,9 @@ from ._boot import BOOT_PATHS, boot_iso
 from ._choices import BOOT_TESTS
 from ._digests import cached_sha256
 from ._errors import NodePluginError
-from ._iso import IsoReader, lost_boot_records
+from ._iso import IsoReader, boot_info_table_problem, lost_boot_records
 from ._isomd5 import check as check_md5
+from ._isotree import TreeReference, account, tree_reference
 from ._liveos import extract_root_image
 from ._nodeiso import NodeIso
 from ._rootfs import RootImageSession
@@ -153,6 +154,9 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
         with timer.stage("boot records"):
             checks.append(_check_boot_records(iso, base))
         build, record_problem = iso.build_record.record, iso.build_record.problem
+        say("iso tree")
+        with timer.stage("iso tree"):
+            checks.append(_check_iso_tree(iso, base, build))
         workdir = tempfile.mkdtemp(prefix="ovirt-node-verify-")
         try:
             say("image")
@@ -217,6 +221,15 @@ def _check_boot_records(iso: NodeIso, base: NodeIso | None) -> Check:
         if entry.path is None or not iso.exists(entry.path):
             check.violations.append(f"El Torito entry {entry.index} ({entry.platform}) boots "
                                     f"{entry.path or 'an image outside the ISO tree'}, which is not a file of the ISO")
+    # xorriso reports a boot info table only when it finds a valid one: the base says where one belongs.
+    tables = {entry.path for entry in found.el_torito if entry.boot_info_table}
+    if base is not None:
+        tables |= {entry.path for entry in base.boot_records().el_torito if entry.boot_info_table}
+    for entry in found.el_torito:
+        if entry.path in tables and entry.path and iso.exists(entry.path):
+            problem = boot_info_table_problem(iso, entry.path)
+            if problem:
+                check.violations.append(problem)
     platforms = {entry.platform for entry in found.el_torito}
     check.evidence.append(f"El Torito: {', '.join(f'{e.platform} {e.path}' for e in found.el_torito) or 'none'}")
     for platform in ("BIOS", "UEFI"):
@@ -246,6 +259,36 @@ def _check_boot_records(iso: NodeIso, base: NodeIso | None) -> Check:
                                         f"{' '.join(entry.kernel_args)!r}, the tree says {' '.join(twin)!r}")
     check.evidence.append(f"{sum(len(c.entries) for c in configs)} boot entries in {len(configs)} configs, "
                           f"volume id '{volume_id}'")
+    return check
+
+
+def _check_iso_tree(iso: NodeIso, base: NodeIso | None, build: records.BuildRecord | None) -> Check:
+    """Every file of the ISO tree outside the root image: unchanged against the base, or changed by design."""
+    check = Check("iso_tree")
+    if build is None:
+        check.evidence.append("not accounted for: without a build record no edit can be told from tampering")
+        if base is not None:
+            check.violations.append("the ISO has no build record, so its differences from the base cannot be "
+                                    "accounted for")
+        return check
+    if base is not None:
+        if base.sha256 != build.base_sha256:
+            check.violations.append(f"the given base ISO (sha256 {base.sha256[:16]}...) is not the one this ISO was "
+                                    f"built from (the build record names sha256 {build.base_sha256[:16]}...)")
+            return check
+        reference = tree_reference(base)
+        source = "the base ISO"
+    elif build.base_tree:
+        reference = TreeReference.from_dict(build.base_tree)
+        source = "the build record's copy of the base tree (give the base ISO to compare with it directly)"
+    else:
+        check.violations.append("the build record holds no reference of the base's tree; give the base ISO")
+        return check
+    boot_files = base.boot_files() if base is not None else sorted(set(iso.boot_files()) & set(reference.files))
+    outcome = account(iso, reference, build, boot_files)
+    check.evidence.append(f"compared with {source}")
+    check.evidence += outcome.evidence
+    check.violations += outcome.violations
     return check
 
 
@@ -439,7 +482,11 @@ def _check_core(iso: NodeIso, build: records.BuildRecord | None, facts: _ImageFa
         base = facts.base_nevras
         check.evidence.append(f"base packages read from the base ISO's rpm database ({len(base)})")
     else:
-        base = _recorded_base_nevras(iso)
+        try:
+            base = _recorded_base_nevras(iso)
+        except NodePluginError as exc:
+            check.violations.append(f"{exc.message} ({exc.hint})")
+            return check
         check.evidence.append(f"base packages read from the ISO's own isolinux/manifest-rpm.txt ({len(base)}); "
                               "give the base ISO to also compare files outside packages")
     for nevra in base:

@@ -19,7 +19,7 @@ import pytest
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _records as records
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import ApplyRequest, apply_plugins
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import IsoReader
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import IsoReader, rewrite_iso
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import CommandResult, SelinuxState
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
@@ -47,6 +47,8 @@ class FakeSession:
     """Stands in for RootImageSession: rpm answers from a package list, files kept in memory."""
 
     opened: list[dict] = []
+    # What %pre/%post --nochroot scripts "wrote" under $LIVE_ROOT: ISO path (relative) -> bytes.
+    live_edits: dict[str, bytes] = {}
 
     def __init__(self, root_image, **options):
         FakeSession.opened.append({"root_image": root_image, **options})
@@ -93,6 +95,16 @@ class FakeSession:
     def listdir(self, path):
         return sorted(name[len(path) + 1:] for name in self.files if name.startswith(path + "/"))
 
+    def use_view(self, view):
+        return None
+
+    def download_tree(self, path, local_dir):
+        for relative, content in FakeSession.live_edits.items():
+            target = os.path.join(local_dir, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as handle:
+                handle.write(content)
+
     def selinux_state(self):
         return SelinuxState(False, None, None)
 
@@ -113,18 +125,39 @@ def _plugin_rpm() -> str:
     return os.path.join(folder, os.listdir(folder)[0])
 
 
-@pytest.fixture(name="plugin")
-def fixture_plugin(tmp_path):
+def _pack(tmp_path, recipe: str | None = None) -> str:
     packages = tmp_path / "image-packages.txt"
     packages.write_text("".join(f"{nevra}\n" for nevra in BASE_PACKAGES))
+    recipe_path = None
+    if recipe is not None:
+        recipe_path = tmp_path / "recipe.ks"
+        recipe_path.write_text(recipe)
     return build_plugin(PluginBuildRequest(name="orch-plugin", version="1.0", rpms=[_plugin_rpm()],
                                            output=str(tmp_path), target_packages=str(packages),
+                                           recipe=str(recipe_path) if recipe_path else None,
                                            node_versions=">=3.0")).path
+
+
+@pytest.fixture(name="plugin")
+def fixture_plugin(tmp_path):
+    return _pack(tmp_path)
+
+
+NOCHROOT_RECIPE = """repo --name=orch --baseurl=file://rpms
+bootloader --append "orch.debug=1 !rhgb"
+%packages
+orch-plugin
+%end
+%post --nochroot
+echo note > "$LIVE_ROOT/isolinux/orch-note.txt"
+%end
+"""
 
 
 @pytest.fixture(autouse=True)
 def fresh_sessions():
     FakeSession.opened = []
+    FakeSession.live_edits = {}
 
 
 @pytest.fixture(name="opens")
@@ -200,3 +233,75 @@ def test_a_missing_output_folder_and_the_base_as_output_are_refused(tmp_path, pl
     with pytest.raises(NodePluginError, match="overwrite the base"):
         _apply(base, plugin, base)
     assert FakeSession.opened == [] and not (tmp_path / "missing").exists()
+
+
+def _tree_check(result):
+    return next(check for check in result.checks if check.name == "iso_tree")
+
+
+def test_the_iso_tree_is_accounted_for_with_and_without_the_base(tmp_path):
+    FakeSession.live_edits = {"isolinux/orch-note.txt": b"note\n"}
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    built = _apply(base, _pack(tmp_path, NOCHROOT_RECIPE), str(tmp_path / "out.iso"), volume_id="Renamed_Node")
+    for given in (base, None):
+        check = _tree_check(verify_iso(VerifyRequest(src=built.path, base=given), session_factory=FakeSession))
+        assert check.passed, check.violations
+        assert any("1 files the plugins' scripts added" in line for line in check.evidence)
+        assert any("/isolinux/vmlinuz0" in line for line in check.evidence if line.startswith("boot files"))
+
+
+@pytest.mark.parametrize("tamper, complaint", [
+    ({"/isolinux/vmlinuz0": b"not a kernel\n"}, "boot file /isolinux/vmlinuz0 was changed in the ISO"),
+    ({"/isolinux/initrd0.img": b"not an initrd\n"}, "boot file /isolinux/initrd0.img was changed"),
+    ({"/isolinux/isolinux.cfg": b"default evil\n"}, "the boot config /isolinux/isolinux.cfg differs"),
+    ({"/isolinux/orch-note.txt": b"swapped\n"}, "differs from what the plugins' scripts wrote"),
+])
+def test_a_changed_boot_file_or_config_is_not_certified(tmp_path, tamper, complaint):
+    FakeSession.live_edits = {"isolinux/orch-note.txt": b"note\n"}
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    built = _apply(base, _pack(tmp_path, NOCHROOT_RECIPE), str(tmp_path / "out.iso"))
+    replace = {}
+    for iso_path, content in tamper.items():
+        local = tmp_path / iso_path.strip("/").replace("/", "_")
+        local.write_bytes(content)
+        replace[iso_path] = str(local)
+    tampered = str(tmp_path / "tampered.iso")
+    rewrite_iso(built.path, tampered, replace_files=replace, implant=True)
+    for given in (base, None):
+        check = _tree_check(verify_iso(VerifyRequest(src=tampered, base=given), session_factory=FakeSession))
+        assert any(complaint in violation for violation in check.violations), check.violations
+
+
+def test_the_wrong_base_is_named_as_such(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    built = _apply(base, plugin, str(tmp_path / "out.iso"))
+    other = isohelpers.cached_iso(compressor="xz").iso
+    check = _tree_check(verify_iso(VerifyRequest(src=built.path, base=other), session_factory=FakeSession))
+    assert "is not the one this ISO was built from" in check.violations[0]
+
+
+@pytest.mark.parametrize("path", ["isolinux/vmlinuz0", "EFI/BOOT/grub.cfg", "isolinux/ovirt-plugins-build.json",
+                                  "isolinux/update1/manifest-rpm.txt", "isolinux/version"])
+def test_scripts_may_not_touch_the_boot_chain_or_the_records(tmp_path, path):
+    FakeSession.live_edits = {path: b"replaced by a script\n"}
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    with pytest.raises(NodePluginError, match=f"script of orch-plugin changed /{path}"):
+        _apply(base, _pack(tmp_path, NOCHROOT_RECIPE), str(tmp_path / "out.iso"))
+    assert sorted(os.listdir(tmp_path)) == ["base.iso", "image-packages.txt", "orch-plugin-1.0.plugin.tar.gz",
+                                            "recipe.ks"]
+
+
+def test_a_stale_boot_info_table_is_caught(tmp_path, plugin):
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._isomd5 import implant
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    built = _apply(base, plugin, str(tmp_path / "out.iso"))
+    with IsoReader(built.path) as reader:
+        offset, _size = reader.extent("/isolinux/isolinux.bin")
+    with open(built.path, "r+b") as handle:  # a wrong checksum in the table, as a careless remaster leaves it
+        handle.seek(offset + 20)
+        handle.write(b"\xde\xad\xbe\xef")
+    implant(built.path, force=True)
+    result = verify_iso(VerifyRequest(src=built.path, base=base), session_factory=FakeSession)
+    boot = next(check for check in result.checks if check.name == "boot_records")
+    assert any("boot info table of /isolinux/isolinux.bin is stale (wrong checksum)" in v for v in boot.violations), \
+        [check.to_dict() for check in result.checks][:3]
