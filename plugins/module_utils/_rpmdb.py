@@ -76,6 +76,9 @@ class RpmDatabase:
 
 
 def _text(value) -> str:
+    """Valid text: rpm hands undecodable bytes over as surrogates, which are replaced here."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

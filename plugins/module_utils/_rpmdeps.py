@@ -208,12 +208,16 @@ class Resolver:
         filelist = installed.add_repodata(0)
         dir_ids: dict[str, int] = {}
         for package in image_packages:
+            if not _utf8(package.name + _evr(package) + package.arch):
+                raise NodePluginError(f"a package of the target image is not named in valid text: "
+                                      f"{package.nevra[:80]!r}",
+                                      hint="check the package list or the image's rpm database")
             solvable = installed.add_solvable()
             solvable.name, solvable.evr, solvable.arch = package.name, _evr(package), package.arch
             solvable.add_deparray(solv.SOLVABLE_PROVIDES,
                                   self.pool.Dep(package.name).Rel(solv.REL_EQ, self.pool.Dep(_evr(package))))
             for provide in package.provides:
-                dep = _dep(self.pool, provide)
+                dep = _dep(self.pool, provide) if _utf8(provide) else None
                 if dep is not None:
                     solvable.add_deparray(solv.SOLVABLE_PROVIDES, dep)
             _add_file_list(filelist, solvable.id, package.files, dir_ids)

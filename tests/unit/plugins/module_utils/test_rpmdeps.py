@@ -179,10 +179,13 @@ def test_file_requirements_are_met_by_the_owners_in_the_image(scripted):
     assert "/usr/sbin/useradd (needed by scripted) <- shadow-utils-2:4.6-5.el7.x86_64" in resolution.satisfied_by_image
 
 
-def test_file_names_that_are_not_utf8_are_skipped(scripted):
-    odd = InstalledPackage("odd", None, "1", "1", "noarch", files=("/opt/odd-\udcff", "relative", "/usr/sbin/"))
+def test_names_that_are_not_utf8(scripted):
+    odd = InstalledPackage("odd", None, "1", "1", "noarch", ("odd-\udcff",),
+                           files=("/opt/odd-\udcff", "relative", "/usr/sbin/"))
     resolution = resolve_closure([scripted.by_name["scripted"]], [], [*IMAGE_WITH_FILES, odd])
     assert _names(resolution) == [("scripted", "plugin")]
+    with pytest.raises(NodePluginError, match="not named in valid text"):
+        resolve_closure([scripted.by_name["scripted"]], [], [InstalledPackage("bad\udcff", None, "1", "1", "noarch")])
 
 
 def test_a_file_the_image_lacks_is_named(scripted):
