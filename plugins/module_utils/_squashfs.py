@@ -21,6 +21,7 @@ import bisect
 import collections
 import dataclasses
 import datetime
+import itertools
 import lzma
 import os
 import shutil
@@ -510,12 +511,8 @@ class BlockList(Sequence[DataBlock]):
         self.words = words
         self.block_size = block_size
         self.file_size = file_size
-        self.offsets = array("Q", bytes(8 * len(words)))
-        position = start
-        for index, word in enumerate(words):
-            self.offsets[index] = position
-            position += word & ~UNCOMPRESSED_BLOCK
-        self.end = position
+        self.offsets = array("Q", itertools.accumulate((word & ~UNCOMPRESSED_BLOCK for word in words), initial=start))
+        self.end = self.offsets[-1]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -601,10 +598,12 @@ class _Cursor:
 
     def __init__(self, table: _MetadataTable, relative: int, offset: int) -> None:
         self.table = table
-        self.index = table._index(relative)
+        self.index = table._index(relative) if table.positions or relative or offset else 0
         self.offset = offset
 
     def read(self, length: int) -> bytes:
+        if length == 0:
+            return b""
         table = self.table
         capacity = (len(table.positions) - self.index) * METADATA_SIZE - self.offset
         if length > capacity:
@@ -650,6 +649,7 @@ class SquashfsImage:
         self._lock = threading.Lock()
         self._fragments: list[FragmentEntry] | None = None
         self._inodes: dict[int, SquashfsInode] = {}
+        self._cached_words = 0
         self.bytes_decompressed = 0
         self.blocks_decompressed = 0
         self._check_layout()
@@ -688,7 +688,7 @@ class SquashfsImage:
             optional = table != "id table"
             if optional and start == INVALID_TABLE:
                 continue
-            if not sb.directory_table_start < start <= sb.bytes_used:
+            if not sb.directory_table_start <= start <= sb.bytes_used:
                 raise self.damaged("superblock", f"the {table} at byte {start} lies outside the tables' area")
         if sb.inode_count == 0 or sb.id_count == 0:
             raise self.damaged("superblock", f"{sb.inode_count} inodes and {sb.id_count} ids")
@@ -745,7 +745,7 @@ class SquashfsImage:
         if sys.byteorder == "big":
             positions.byteswap()
         for position in positions:
-            if not self.superblock.directory_table_start < position < start:
+            if not self.superblock.directory_table_start <= position < start:
                 raise self.damaged(table, f"a block at byte {position} lies outside the tables' area")
         return positions
 
@@ -774,7 +774,7 @@ class SquashfsImage:
         if sb.xattr_id_table_start + _XATTR_TABLE.size > sb.bytes_used:
             raise self.damaged("xattr table", "its header lies past the image's end")
         kv_start, count, _unused = _XATTR_TABLE.unpack(self.source.read(sb.xattr_id_table_start, _XATTR_TABLE.size))
-        if not sb.directory_table_start < kv_start <= sb.xattr_id_table_start or count == 0:
+        if not sb.directory_table_start <= kv_start <= sb.xattr_id_table_start or count == 0:
             raise self.damaged("xattr table", f"key/value table at byte {kv_start}, {count} ids")
         lookup = self._read_lookup_positions("xattr table", sb.xattr_id_table_start + _XATTR_TABLE.size, count, 16)
         for position in lookup:
@@ -783,7 +783,7 @@ class SquashfsImage:
         return kv_start, count, lookup
 
     def _directory_table_end(self) -> int:
-        """The directory table ends where the next table's first block or list begins."""
+        """The directory table ends where the next table's first block or list begins (empty: where it starts)."""
         sb = self.superblock
         candidates = [sb.bytes_used, sb.id_table_start]
         for start in (sb.fragment_table_start, sb.export_table_start, sb.xattr_id_table_start):
@@ -794,7 +794,7 @@ class SquashfsImage:
         candidates += list(self._id_positions())
         if sb.has_xattrs:
             candidates.append(self.xattr_table_start)
-        return min(candidate for candidate in candidates if candidate > sb.directory_table_start)
+        return min(candidate for candidate in candidates if candidate >= sb.directory_table_start)
 
     def _fragment_positions(self) -> array:
         sb = self.superblock
@@ -834,7 +834,9 @@ class SquashfsImage:
         if cached is not None:
             return cached
         inode = self._parse_inode(ref)
-        if len(self._inodes) < 65536:
+        # Bounded by the block lists it holds: a hostile table could make many large overlapping ones.
+        if self._cached_words + len(inode.block_words) < 1 << 22:
+            self._cached_words += len(inode.block_words) + 1
             self._inodes[ref] = inode
         return inode
 
@@ -914,7 +916,8 @@ class SquashfsImage:
             if word >> 25 or stored > sb.block_size or (word & UNCOMPRESSED_BLOCK and stored == 0):
                 raise self.damaged("inode table", f"{where} has a block size word {word:#x}")
         blocks = self.file_blocks(inode)
-        if len(blocks) and not self.data_start <= inode.blocks_start <= blocks.end <= sb.inode_table_start:
+        if blocks.end > inode.blocks_start and \
+                not self.data_start <= inode.blocks_start < blocks.end <= sb.inode_table_start:
             raise self.damaged("inode table", f"{where}: its blocks [{inode.blocks_start}, {blocks.end}) lie outside "
                                               f"the data area [{self.data_start}, {sb.inode_table_start})")
         if inode.has_fragment:
@@ -1356,11 +1359,12 @@ def _check_other_files(image: SquashfsImage, target: SquashfsInode, run_start: i
 
 
 def _plan(image: SquashfsImage, target: SquashfsInode, new_size: int, changed: Mapping[int, bytes],
-          report: RewriteReport, compare: bool, to_compress) -> _Plan:
+          report: RewriteReport, compare: bool, to_compress, run: tuple[int, int]) -> _Plan:
     """Decide per block: copy, sparse or compress; blocks to compress are written to ``to_compress`` in order."""
     block_size = image.superblock.block_size
     base_blocks = image.file_blocks(target)
     base_file = image.open_file(target)
+    run_start, run_end = run
     tail_index = len(base_blocks)
     keep_fragment = target.has_fragment and new_size == target.file_size and tail_index not in changed
     count = len(base_blocks) if keep_fragment else -(-new_size // block_size)
@@ -1408,7 +1412,7 @@ def _plan(image: SquashfsImage, target: SquashfsInode, new_size: int, changed: M
             to_compress.write(content)
             report.bytes_compressed += len(content)
     return _Plan(target=target, new_size=new_size, keep_fragment=keep_fragment, words=words, sources=sources,
-                 to_compress=compressed, run_start=target.blocks_start, run_end=base_blocks.end)
+                 to_compress=compressed, run_start=run_start, run_end=run_end)
 
 
 def _compress_blocks(image: SquashfsImage, plan: _Plan, raw_path: str, workdir: str,
@@ -1481,14 +1485,16 @@ def rewrite_squashfs(base: ByteSource, out_path: str, file_path: str, changed: M
             report = RewriteReport(output=out_path, file_path=file_path, compressor=image.superblock.compressor,
                                    block_size=image.superblock.block_size, old_size=target.file_size, new_size=size)
             run_start, run_end = target.blocks_start, image.file_blocks(target).end
-            if not image.data_start <= run_start <= run_end <= image.superblock.inode_table_start:
-                raise IncrementalUnsupported("the file's blocks start outside the data area", path=base_name)
+            if run_end == run_start:
+                # No stored block (a tail in a fragment, or all sparse; mksquashfs then records 0 as the
+                # start): new blocks go at the end of the data area, where they move nothing.
+                run_start = run_end = image.superblock.inode_table_start
             if image.superblock.has_xattrs and image.xattr_table_start < image.superblock.id_table_start:
                 raise IncrementalUnsupported("the xattr table lies before the id table", path=base_name)
             _check_other_files(image, target, run_start, run_end)
             raw_path = os.path.join(workdir, "blocks")
             with open(raw_path, "wb") as to_compress:
-                plan = _plan(image, target, size, changed, report, compare_changed, to_compress)
+                plan = _plan(image, target, size, changed, report, compare_changed, to_compress, (run_start, run_end))
             report.blocks_total = len(plan.words)
         with timer.stage("compress"):
             packed, packed_blocks = _compress_blocks(image, plan, raw_path, workdir, report)
@@ -1524,6 +1530,8 @@ def _write_data(image: SquashfsImage, plan: _Plan, packed: SquashfsImage | None,
     copy_from = copy_to = -1
     for index, source in enumerate(plan.sources):
         stored = plan.words[index] & ~UNCOMPRESSED_BLOCK
+        if source == -1:
+            continue  # sparse: nothing stored, and the base's blocks around it stay contiguous
         if source >= 0 and source == copy_to:
             copy_to += stored
             continue
@@ -1584,7 +1592,7 @@ def _write_tables(image: SquashfsImage, plan: _Plan, delta: int, out, workdir: s
             sparse_bytes = min(sparse_bytes, max(plan.new_size - 1, 0))
         extended = inode.type == LFILE or plan.new_size >= 1 << 32 or plan.run_start >= 1 << 32
         changes = {"type": LFILE if extended else FILE, "file_size": plan.new_size, "block_words": plan.words,
-                   "sparse": sparse_bytes}
+                   "sparse": sparse_bytes, "blocks_start": plan.run_start}
         if not plan.keep_fragment:
             changes.update(fragment=INVALID_FRAGMENT, fragment_offset=0)
         if file_mtime is not None:

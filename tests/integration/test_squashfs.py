@@ -368,7 +368,8 @@ def test_fixture_iso_read_in_place_and_rewritten(node_iso, tmp_path):
     with FileRegion(node_iso.iso, offset, size) as region:
         image = squashfs.SquashfsImage(region, name=f"{node_iso.iso}:{liveos.SQUASHFS_PATH}")
         assert image.superblock.compressor == node_iso.spec.compressor
-        assert image.superblock == liveos.parse_superblock(region.read(0, 96))  # the fields _liveos knows agree
+        known = liveos.parse_superblock(region.read(0, 96))  # the fields _liveos knows agree
+        assert {field: getattr(image.superblock, field) for field in vars(known)} == vars(known)
         root = image.open_file(root_path)
         digest = hashlib.sha256()
         for position in range(0, root.size, 3 << 20):
