@@ -217,22 +217,18 @@ def _add_build(subparsers) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> dict:
-    from ._apply import ApplyRequest, apply_plugins  # pylint: disable=import-outside-toplevel
-    from ._verify import VerifyRequest, verify_iso  # pylint: disable=import-outside-toplevel
+    from ._apply import ApplyRequest  # pylint: disable=import-outside-toplevel
+    from ._build import BuildRequest, build_and_certify  # pylint: disable=import-outside-toplevel
     removals = [arg for arg in args.kernel_args if arg.startswith("!")]
     request = ApplyRequest(src=args.iso, plugins=args.plugins, dest=args.output, volume_id=args.volume_id,
                            extra_kernel_args=[arg for arg in args.kernel_args if arg not in removals],
                            remove_kernel_args=[arg[1:] for arg in removals], require_signed=args.require_signed,
                            keyring=args.keyring, allow_unlisted_paths=args.allow_unlisted_paths,
                            compression=args.compression, keep_workdir=args.keep_workdir, force=args.force)
+    build = BuildRequest(apply=request, boot_test=args.boot_test, marker_regex=args.marker_regex,
+                         report=args.report, sign_key=args.sign_key, gnupg_home=args.gnupg_home)
     with _StageProgress(not args.json) as progress:
-        applied = apply_plugins(request, progress=lambda stage: progress.stage(f"apply: {stage}"))
-        verified = verify_iso(VerifyRequest(src=applied.path, base=args.iso, plugins=args.plugins,
-                                            boot_test=args.boot_test, marker_regex=args.marker_regex,
-                                            report=args.report or f"{applied.path}.certification.json",
-                                            sign_key=args.sign_key, gnupg_home=args.gnupg_home),
-                              progress=lambda stage: progress.stage(f"verify: {stage}"))
-    return {"apply": applied.to_dict(), "verify": verified.to_dict(), "certified": verified.certified}
+        return build_and_certify(build, progress=progress.stage).to_dict()
 
 
 def _describe_checks(verify: dict) -> list[str]:
@@ -253,6 +249,11 @@ def _describe_build(result: dict) -> str:
         lines.append(f"  {plugin}: {', '.join(nevras)}")
     if applied["durations"]:
         lines.append("stages: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in applied["durations"].items()))
+    if result.get("reused"):
+        lines.append("certification: the output is intact and its report still holds (reused, not run again)")
+    if result.get("rejected"):
+        lines.append(f"the new ISO is not certified: it was kept as {result['rejected']} with its report beside "
+                     "it, and the previous output (if any) is unchanged")
     return "\n".join(lines + _describe_checks(result["verify"]))
 
 

@@ -47,6 +47,26 @@ def is_cached(path: str) -> bool:
         return False
 
 
+def _store(cache_path: str, entries: dict[str, str]) -> None:
+    if len(entries) > _MAX_ENTRIES:
+        entries = dict(list(entries.items())[-_MAX_ENTRIES:])
+    try:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(cache_path), delete=False, encoding="utf-8") as handle:
+            json.dump(entries, handle)
+        os.replace(handle.name, cache_path)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def remember(path: str, sha256: str) -> None:
+    """Record the digest of a file whose content is known (e.g. moved into place after hashing)."""
+    cache_path = os.path.join(cache_dir(), _CACHE_FILE)
+    entries = _load(cache_path)
+    entries[_identity(path)] = sha256
+    _store(cache_path, entries)
+
+
 def cached_sha256(path: str) -> str:
     """sha256 of a file; reuse the stored value while the file's identity (size, mtime, inode) holds."""
     cache_path = os.path.join(cache_dir(), _CACHE_FILE)
@@ -58,13 +78,5 @@ def cached_sha256(path: str) -> str:
     if _identity(path) != key:  # changed while read: do not remember a digest of a moving target
         return value
     entries[key] = value
-    if len(entries) > _MAX_ENTRIES:
-        entries = dict(list(entries.items())[-_MAX_ENTRIES:])
-    try:
-        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(cache_path), delete=False, encoding="utf-8") as handle:
-            json.dump(entries, handle)
-        os.replace(handle.name, cache_path)
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+    _store(cache_path, entries)
     return value

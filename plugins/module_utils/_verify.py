@@ -44,6 +44,7 @@ from ._isomd5 import check as check_md5
 from ._isotree import TreeReference, account, tree_reference
 from ._liveos import extract_root_image
 from ._nodeiso import NodeIso
+from ._outputs import check_distinct, clean_stale
 from ._rootfs import RootImageSession
 from ._rpmhdr import ALLOWED_PATHS, allowed_paths, path_allowed, sign_detached
 from ._run import StageTimer
@@ -73,6 +74,15 @@ class VerifyRequest:
     sign_key: str | None = None
     gnupg_home: str | None = None
     check_mode: bool = False
+    # The path the report names as the certified ISO when it differs from src (a build certifies a
+    # candidate beside its output before moving it into place).
+    report_iso: str | None = None
+
+    def asked(self) -> dict:
+        """What was asked of the certification besides the ISO: a report says it, so it can be reused."""
+        return {"base_sha256": cached_sha256(self.base) if self.base else None,
+                "plugins_sha256": sorted(cached_sha256(path) for path in self.plugins),
+                "boot_test": self.boot_test, "marker_regex": self.marker_regex}
 
 
 @dataclasses.dataclass
@@ -138,6 +148,12 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
     if not os.path.isfile(request.src):
         what = "is a folder, not an ISO file" if os.path.isdir(request.src) else "does not exist"
         raise NodePluginError(f"the ISO to certify {what}", path=request.src)
+    check_distinct({"report": request.report,
+                    "report's signature": f"{request.report}.asc" if request.report and request.sign_key else None},
+                   {"ISO to certify": request.src, "base ISO": request.base,
+                    **{f"plugin {path}": path for path in request.plugins}})
+    if request.report:
+        clean_stale(request.report)
     timer = StageTimer()
     say = progress or (lambda _stage: None)
     checks = []
@@ -580,23 +596,39 @@ def _finish(request: VerifyRequest, sha256: str, checks: list[Check], timer: Sta
                         report_changed=report_changed, signature=signature, durations=timer.durations)
 
 
-def report_document(iso: str, sha256: str, checks: list[Check], certified: bool) -> dict:
+def report_document(request: VerifyRequest, sha256: str, checks: list[Check], certified: bool) -> dict:
     """The certification report (without its time, which _write_report adds)."""
-    return {"format": 1, "iso": os.path.abspath(iso), "sha256": sha256, "certified": certified,
-            "checks": [check.to_dict() for check in checks], "tool": f"{records.TOOL_NAME} {records.TOOL_VERSION}"}
+    return {"format": 1, "iso": os.path.abspath(request.report_iso or request.src), "sha256": sha256,
+            "certified": certified, "checks": [check.to_dict() for check in checks], "asked": request.asked(),
+            "tool": f"{records.TOOL_NAME} {records.TOOL_VERSION}"}
+
+
+def read_report(path: str) -> dict | None:
+    """A report written by _write_report, or None when there is none or it is not one."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) and document.get("format") == 1 else None
+
+
+def report_still_holds(request: VerifyRequest, document: dict | None, iso_sha256: str) -> bool:
+    """Whether an existing report certifies this very ISO, asked the same way, by this tool version."""
+    return bool(document) and document.get("certified") is True and document.get("sha256") == iso_sha256 \
+        and document.get("tool") == f"{records.TOOL_NAME} {records.TOOL_VERSION}" \
+        and document.get("asked") == request.asked() \
+        and document.get("iso") == os.path.abspath(request.report_iso or request.src)
 
 
 def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], certified: bool) -> tuple[bool, str | None]:
     """Write the report (and its .asc) unless an existing one says the same; returns (changed, signature path)."""
-    document = report_document(request.src, sha256, checks, certified)
+    document = report_document(request, sha256, checks, certified)
     signature_path = f"{request.report}.asc" if request.sign_key else None
-    try:
-        with open(request.report, encoding="utf-8") as handle:
-            existing = json.load(handle)
+    existing = read_report(request.report)
+    if existing is not None:
         existing.pop("time", None)
-        unchanged = existing == document and (signature_path is None or os.path.isfile(signature_path))
-    except (OSError, ValueError):
-        unchanged = False
+    unchanged = existing == document and (signature_path is None or os.path.isfile(signature_path))
     if unchanged or request.check_mode:
         return not unchanged, signature_path
     document["time"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -611,7 +643,12 @@ def _atomic_write(path: str, content: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise NodePluginError("the report's folder does not exist", path=folder)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", delete=False) as handle:
-        handle.write(content)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-",
+                                     delete=False) as handle:
+        try:
+            handle.write(content)
+        except BaseException:
+            os.unlink(handle.name)
+            raise
     os.chmod(handle.name, 0o644)
     os.replace(handle.name, path)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
+import json
 import os
 import subprocess
 
@@ -18,6 +20,7 @@ import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _records as records
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import ApplyRequest, apply_plugins
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._build import BuildRequest, build_and_certify
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import IsoReader, rewrite_iso
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
@@ -44,16 +47,24 @@ BASE_PACKAGES = ["ovirt-node-testpkg-1.2-3.noarch"]
 
 
 class FakeSession:
-    """Stands in for RootImageSession: rpm answers from a package list, files kept in memory."""
+    """Stands in for RootImageSession: rpm answers from a package list, files kept in memory.
+
+    An edit starts from the base's packages; a read-only session (verify) sees what the last edit left.
+    """
 
     opened: list[dict] = []
     # What %pre/%post --nochroot scripts "wrote" under $LIVE_ROOT: ISO path (relative) -> bytes.
     live_edits: dict[str, bytes] = {}
+    state: dict = {}
 
     def __init__(self, root_image, **options):
         FakeSession.opened.append({"root_image": root_image, **options})
-        self.packages = list(BASE_PACKAGES)
-        self.files = {"/etc/system-release": b"oVirt Node Hypervisor release 3.1.0 (0.1.el6)\n"}
+        if not options.get("readonly") or not FakeSession.state:  # an edit starts from the base image
+            FakeSession.state.clear()
+            FakeSession.state.update(packages=list(BASE_PACKAGES), files={
+                "/etc/system-release": b"oVirt Node Hypervisor release 3.1.0 (0.1.el6)\n"})
+        self.packages = FakeSession.state["packages"]
+        self.files = FakeSession.state["files"]
 
     def __enter__(self):
         return self
@@ -65,6 +76,8 @@ class FakeSession:
         return "/usr/bin/rpm"
 
     def run(self, argv, **_options):
+        if "--dbpath" in argv:  # the base image's packages
+            return CommandResult(tuple(argv), 0, "".join(f"{nevra}\n" for nevra in BASE_PACKAGES), 0.0)
         if "-qa" in argv:
             lines = [f"rpm\t{nevra} (none)" for nevra in self.packages]
             return CommandResult(tuple(argv), 0, "\n".join(lines) + "\n", 0.0)
@@ -158,6 +171,7 @@ echo note > "$LIVE_ROOT/isolinux/orch-note.txt"
 def fresh_sessions():
     FakeSession.opened = []
     FakeSession.live_edits = {}
+    FakeSession.state = {}
 
 
 @pytest.fixture(name="opens")
@@ -305,3 +319,62 @@ def test_a_stale_boot_info_table_is_caught(tmp_path, plugin):
     boot = next(check for check in result.checks if check.name == "boot_records")
     assert any("boot info table of /isolinux/isolinux.bin is stale (wrong checksum)" in v for v in boot.violations), \
         [check.to_dict() for check in result.checks][:3]
+
+
+def _build(base, plugin, dest, **options):
+    request = BuildRequest(apply=ApplyRequest(src=base, plugins=[plugin], dest=dest, **options))
+    return build_and_certify(request, session_factory=FakeSession)
+
+
+def _digest(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def test_build_puts_only_a_certified_iso_in_place_and_reuses_its_certification(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    out = tmp_path / "out"
+    out.mkdir()
+    first = _build(base, plugin, str(out / "node.iso"))
+    assert first.certified and not first.reused and first.applied.path == str(out / "node.iso")
+    report = json.loads((out / "node.iso.certification.json").read_text())
+    assert report["certified"] and report["iso"] == str(out / "node.iso") and report["sha256"] == _digest(out / "node.iso")
+    assert sorted(os.listdir(out)) == ["node.iso", "node.iso.certification.json"]
+    FakeSession.opened = []
+    again = _build(base, plugin, str(out / "node.iso"))
+    assert again.certified and again.reused and FakeSession.opened == []  # no appliance at all
+    (out / "node.iso.certification.json").unlink()
+    third = _build(base, plugin, str(out / "node.iso"))
+    assert third.certified and not third.reused and not third.applied.changed  # certified again, not rebuilt
+    assert [session.get("readonly") for session in FakeSession.opened] == [True]
+
+
+def test_an_uncertified_build_is_kept_apart_and_the_certified_output_stays(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    out = tmp_path / "out"
+    out.mkdir()
+    _build(base, plugin, str(out / "node.iso"))
+    before = {name: _digest(out / name) for name in os.listdir(out)}
+    original_write = FakeSession.write
+    try:
+        # The plugin's record never reaches the image: certification must fail.
+        FakeSession.write = lambda self, path, content, **options: None if path.startswith(
+            records.RECORDS_DIR) else original_write(self, path, content)
+        rejected = _build(base, plugin, str(out / "node.iso"), extra_kernel_args=["x=1"])
+    finally:
+        FakeSession.write = original_write
+    assert not rejected.certified and rejected.rejected == str(out / "node.rejected.iso")
+    assert {name: _digest(out / name) for name in before} == before
+    assert sorted(os.listdir(out)) == ["node.iso", "node.iso.certification.json", "node.rejected.iso",
+                                       "node.rejected.iso.certification.json"]
+    assert json.loads((out / "node.rejected.iso.certification.json").read_text())["certified"] is False
+
+
+def test_a_report_or_rejected_path_that_is_an_input_is_refused_before_any_work(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    request = BuildRequest(apply=ApplyRequest(src=base, plugins=[plugin], dest=str(tmp_path / "o.iso")), report=base)
+    with pytest.raises(NodePluginError, match="report would overwrite the base ISO"):
+        build_and_certify(request, session_factory=FakeSession)
+    assert FakeSession.opened == [] and not (tmp_path / "o.iso").exists()
+    with pytest.raises(NodePluginError, match="report would overwrite the ISO to certify"):
+        verify_iso(VerifyRequest(src=base, report=base), session_factory=FakeSession)
