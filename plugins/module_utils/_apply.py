@@ -39,7 +39,7 @@ from ._isomd5 import check as check_md5
 from ._liveos import SQUASHFS_PATH, find_root_image
 from ._nodeinfo import NodeInfo
 from ._nodeiso import NodeIso
-from ._outputs import OutputLock, check_distinct, clean_stale, work_dir
+from ._outputs import OutputLock, check_distinct, check_tmpdir, clean_stale, work_dir
 from ._plugin import PluginArchive, open_plugin
 from ._reproducible import source_date_epoch, utc_timestamp
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
@@ -286,6 +286,7 @@ def _check_options(request: ApplyRequest) -> None:
 def prepare(request: ApplyRequest) -> Prepared:
     """Open the base ISO and the plugins and check everything that can be checked without work."""
     _check_options(request)
+    check_tmpdir()
     if not os.path.isfile(request.src):
         raise NodePluginError("the base ISO does not exist", path=request.src)
     base = NodeIso(request.src)
@@ -410,8 +411,13 @@ def extract(request: ApplyRequest, prepared: Prepared, workdir: str) -> Extracte
     squashfs = prepared.base.squashfs
     squashfs_root = os.path.join(workdir, "squashfs-root")
     # unsquashfs reads the squashfs in place inside the ISO (no copy of it first).
-    run(["unsquashfs", "-no-progress", "-quiet", "-o", str(squashfs.offset), "-d", squashfs_root,
-         prepared.base.path])
+    unpacked = run(["unsquashfs", "-no-progress", "-quiet", "-o", str(squashfs.offset), "-d", squashfs_root,
+                    prepared.base.path], check=False)
+    if unpacked.returncode != 0:
+        raise NodePluginError("LiveOS/squashfs.img of the base ISO cannot be unpacked: it is damaged, or the disk "
+                              "of the output folder is full", path=prepared.base.path,
+                              hint="check free space beside the output; otherwise copy or download the ISO again",
+                              details=(unpacked.stderr or b"").decode("utf-8", "replace").strip()[-1500:])
     name, _size = find_root_image(_regular_files(squashfs_root), source=f"{prepared.base.path}:{SQUASHFS_PATH}")
     root_image = os.path.join(squashfs_root, "LiveOS", name)
     plugin_dirs = _extract_plugins(prepared.archives, workdir)

@@ -105,6 +105,19 @@ def clean_stale(dest: str) -> list[str]:
     return removed
 
 
+def check_tmpdir() -> None:
+    """Refuse a TMPDIR that is not a writable folder (tools fail on it later with misleading messages)."""
+    folder = os.environ.get("TMPDIR")
+    if not folder:
+        return
+    if not os.path.isdir(folder):
+        raise NodePluginError(f"TMPDIR={folder[:200]!r} is not an existing folder", path=folder,
+                              hint="create it, or unset TMPDIR")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NodePluginError(f"TMPDIR={folder[:200]!r} is not writable", path=folder,
+                              hint="point TMPDIR at a writable folder, or unset it")
+
+
 def _os_hint(exc: OSError) -> str:
     return {errno.EROFS: "the file system is read-only: choose an output on a writable one",
             errno.ENOSPC: "the file system is full: free space or choose another output folder",

@@ -44,7 +44,7 @@ from ._isomd5 import check as check_md5
 from ._isotree import TreeReference, account, tree_reference
 from ._liveos import extract_root_image
 from ._nodeiso import NodeIso
-from ._outputs import check_distinct, clean_stale
+from ._outputs import check_distinct, check_tmpdir, clean_stale
 from ._rootfs import RootImageSession
 from ._rpmhdr import ALLOWED_PATHS, allowed_paths, path_allowed, sign_detached
 from ._run import StageTimer
@@ -154,6 +154,7 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
                     **{f"plugin {path}": path for path in request.plugins}})
     if request.report:
         clean_stale(request.report)
+    check_tmpdir()
     timer = StageTimer()
     say = progress or (lambda _stage: None)
     checks = []

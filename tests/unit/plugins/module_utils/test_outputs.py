@@ -68,3 +68,12 @@ def test_stale_work_folders_of_dead_runs_are_removed_and_nothing_else(tmp_path):
     user.write_text("mine")
     assert sorted(clean_stale(dest)) == sorted([str(stale), str(stale_file)])
     assert os.path.isdir(mine) and other.is_dir() and user.is_file()
+
+
+def test_a_missing_tmpdir_is_named_as_such(tmp_path, monkeypatch):
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._outputs import check_tmpdir
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "gone"))
+    with pytest.raises(NodePluginError, match="TMPDIR=.*gone.* is not an existing folder"):
+        check_tmpdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    check_tmpdir()
