@@ -10,7 +10,6 @@ with ``debugfs`` (e2fsprogs), without root and without mounting anything.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 import re
 import shutil
@@ -49,10 +48,6 @@ class SquashfsSuperblock:
     @property
     def compressor(self) -> str:
         return COMPRESSORS.get(self.compression_id, f"unknown({self.compression_id})")
-
-    @property
-    def mkfs_date(self) -> str:
-        return datetime.datetime.fromtimestamp(self.mkfs_time, datetime.timezone.utc).isoformat()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,14 +115,6 @@ def squashfs_superblock(iso: str | IsoReader) -> SquashfsSuperblock:
         raise NodePluginError(f"LiveOS/squashfs.img is cut short ({size} bytes, its superblock says "
                               f"{superblock.bytes_used})", path=reader.path, hint="copy or download the ISO again")
     return superblock
-
-
-def stream_squashfs(iso: str | IsoReader, dest: str) -> str:
-    """Copy LiveOS/squashfs.img out of the ISO to ``dest`` (streamed); returns ``dest``."""
-    with opened(iso) as reader:
-        _require_squashfs(reader)
-        reader.extract(SQUASHFS_PATH, dest)
-    return dest
 
 
 _LLS_LINE = re.compile(r"^(?P<mode>[-dlcbps][-rwxsStT]{9})\s+\S+\s+(?P<size>\d+|\d+,\s*\d+)\s+\S+\s+\S+\s+"

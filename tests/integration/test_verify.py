@@ -18,7 +18,7 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._bootcfg import
     detect_format, read_efiboot_file, replace_volume_label, write_efiboot_file)
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import IsoReader, rewrite_iso
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._isomd5 import read_field
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import stream_squashfs
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import SQUASHFS_PATH
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import RootImageSession
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
@@ -141,7 +141,9 @@ def test_a_wrong_cdlabel_in_the_uefi_image_config_is_caught(built, node_iso, wor
 def test_a_removed_plugin_record_is_caught(built, node_iso, work):
     copy = str(work / "no-record.iso")
     tree = work / "no-record"
-    squashfs = stream_squashfs(built["apply"]["path"], str(work / "no-record-squashfs.img"))
+    squashfs = str(work / "no-record-squashfs.img")
+    with IsoReader(built["apply"]["path"]) as reader:
+        reader.extract(SQUASHFS_PATH, squashfs)
     subprocess.run(["unsquashfs", "-q", "-no-progress", "-d", str(tree), squashfs], check=True)
     with RootImageSession(str(tree / "LiveOS" / "ext3fs.img")) as session:
         session.g.rm("/etc/ovirt-plugins.d/vendor-agent")

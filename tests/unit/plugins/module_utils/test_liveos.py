@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _iso as iso_mod
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _liveos as liveos
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import IsoReader
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from tests.unit.plugins.module_utils import isohelpers
 
@@ -57,7 +58,9 @@ def test_inspect_and_extract_root_image(tmp_path, root_name, osmin):
     with open(image, "rb") as got, open(tiny.root_image, "rb") as want:
         assert got.read() == want.read()
     # From a local copy of the squashfs (streamed out of the ISO) too; no debris either way.
-    local = liveos.stream_squashfs(tiny.iso, str(tmp_path / "squashfs.img"))
+    local = str(tmp_path / "squashfs.img")
+    with IsoReader(tiny.iso) as reader:
+        reader.extract(liveos.SQUASHFS_PATH, local)
     again = liveos.extract_root_image(tiny.iso, str(tmp_path / "again"), squashfs=local)
     assert os.listdir(tmp_path / "again") == [root_name] and os.path.getsize(again) == facts.root_image_size
 
