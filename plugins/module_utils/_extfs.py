@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ._blockio import ByteSource
 from ._errors import NodePluginError
+from ._module import quote
 
 ROOT_INODE = 2
 RESIZE_INODE = 7
@@ -284,12 +285,6 @@ class _Inode:
 class _BlockMap:
     runs: tuple[BlockRun, ...]
     map_blocks: tuple[int, ...]
-
-
-def _quote(text: str, limit: int = 160) -> str:
-    """An image path made safe for a message: escaped and bounded."""
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[:limit] + "...'"
 
 
 def _time(seconds: int, extra: int | None) -> tuple[int, int]:
@@ -809,10 +804,10 @@ class ExtFilesystem:
                                      f"({self.superblock.inodes_count})")
                 name = block[position + 8:position + 8 + name_len]
                 if b"/" in name or b"\0" in name:
-                    raise self._fail(f"{where}: a name holding '/' or NUL ({_quote(name.decode('latin-1'))})")
+                    raise self._fail(f"{where}: a name holding '/' or NUL ({quote(name.decode('latin-1'))})")
                 if name not in (b".", b".."):
                     if name in names:
-                        raise self._fail(f"{where}: the name {_quote(name.decode('utf-8', 'surrogateescape'))} "
+                        raise self._fail(f"{where}: the name {quote(name.decode('utf-8', 'surrogateescape'))} "
                                          "appears twice")
                     names.add(name)
                     entries.append((name, child, file_type))
@@ -830,11 +825,11 @@ class ExtFilesystem:
 
     def _encode_path(self, path: str) -> bytes:
         if not isinstance(path, str) or not path.startswith("/"):
-            raise NodePluginError(f"{_quote(str(path))} is no absolute path in the image", path=self.name,
+            raise NodePluginError(f"{quote(str(path))} is no absolute path in the image", path=self.name,
                                   hint="give a path that starts with '/'")
         raw = path.encode("utf-8", "surrogateescape")
         if len(raw) > MAX_PATH_BYTES or b"\0" in raw:
-            raise NodePluginError(f"{_quote(path)} is no valid path (NUL, or longer than {MAX_PATH_BYTES} bytes)",
+            raise NodePluginError(f"{quote(path)} is no valid path (NUL, or longer than {MAX_PATH_BYTES} bytes)",
                                   path=self.name)
         return raw
 
@@ -867,17 +862,17 @@ class ExtFilesystem:
             if self._inode(here).kind != "dir":
                 if missing_ok:
                     return None
-                raise NodePluginError(f"{_quote(path)}: a part of the path is not a directory", path=self.name)
+                raise NodePluginError(f"{quote(path)}: a part of the path is not a directory", path=self.name)
             found = next((child for name, child, _ftype in self._dir_entries(here) if name == part), None)
             if found is None:
                 if missing_ok:
                     return None
-                raise NodePluginError(f"{_quote(path)} does not exist in the image", path=self.name)
+                raise NodePluginError(f"{quote(path)} does not exist in the image", path=self.name)
             inode = self._inode(found)
             if inode.kind == "symlink" and (parts or follow):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
-                    raise NodePluginError(f"{_quote(path)}: more than {MAX_SYMLINK_HOPS} symlinks on the way "
+                    raise NodePluginError(f"{quote(path)}: more than {MAX_SYMLINK_HOPS} symlinks on the way "
                                           "(a loop?)", path=self.name)
                 target = self._symlink_target(inode)
                 if target.startswith(b"/"):
@@ -914,14 +909,14 @@ class ExtFilesystem:
         """The target of a symlink, as stored."""
         inode = self._inode(self._ino(path, False))
         if inode.kind != "symlink":
-            raise NodePluginError(f"{_quote(path)} is a {inode.kind}, not a symlink", path=self.name)
+            raise NodePluginError(f"{quote(path)} is a {inode.kind}, not a symlink", path=self.name)
         return self._symlink_target(inode).decode("utf-8", "surrogateescape")
 
     def listdir(self, path: str) -> list[DirEntry]:
         """The entries of a directory in on-disk order, without '.' and '..'."""
         ino = self._ino(path, True)
         if self._inode(ino).kind != "dir":
-            raise NodePluginError(f"{_quote(path)} is not a directory", path=self.name)
+            raise NodePluginError(f"{quote(path)} is not a directory", path=self.name)
         return self._entries(ino)
 
     def open(self, path: str) -> ExtFile:
@@ -929,14 +924,14 @@ class ExtFilesystem:
         ino = self._ino(path, True)
         inode = self._inode(ino)
         if inode.kind != "file":
-            raise NodePluginError(f"{_quote(path)} is a {inode.kind}, not a regular file", path=self.name)
+            raise NodePluginError(f"{quote(path)} is a {inode.kind}, not a regular file", path=self.name)
         return ExtFile(self, ino, inode.size, self._block_map(inode).runs)
 
     def read_file(self, path: str, *, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """The content of a regular file (symlinks followed); refused when larger than ``limit`` bytes."""
         handle = self.open(path)
         if handle.size > limit:
-            raise NodePluginError(f"{_quote(path)} holds {handle.size} bytes, more than the {limit} this read "
+            raise NodePluginError(f"{quote(path)} holds {handle.size} bytes, more than the {limit} this read "
                                   "allows", path=self.name, hint="open() it and read it in parts")
         return handle.read(0, handle.size)
 
@@ -948,7 +943,7 @@ class ExtFilesystem:
         """
         start = self._ino(top, True)
         if self._inode(start).kind != "dir":
-            raise NodePluginError(f"{_quote(top)} is not a directory", path=self.name)
+            raise NodePluginError(f"{quote(top)} is not a directory", path=self.name)
         seen = {start}
         pending = [(top.rstrip("/") or "/", start)]
         while pending:
@@ -960,22 +955,34 @@ class ExtFilesystem:
             for entry in reversed(dirs):
                 child_path = f"{path.rstrip('/')}/{entry.name}"
                 if entry.ino in seen:
-                    raise self._fail(f"the directory {_quote(child_path)} (inode {entry.ino}) was already reached "
+                    raise self._fail(f"the directory {quote(child_path)} (inode {entry.ino}) was already reached "
                                      "on another path: the directory tree has a loop or a hard-linked directory")
                 seen.add(entry.ino)
                 pending.append((child_path, entry.ino))
 
     def paths(self, ino: int) -> list[str]:
-        """Every path of an inode (hard links give several), [] when no directory names it; the first call reads
-        every directory."""
+        """Every path of an inode (hard links give several), [] when no directory names it.
+
+        The first call reads every directory, and refuses an entry that names an inode the inode
+        tables mark as free: such an inode's blocks would otherwise pass for unused.
+        """
         self._inode_location(ino)
-        if self._path_index is None:
-            index: dict[int, list[str]] = {ROOT_INODE: ["/"]}
-            for path, dirs, others in self.walk("/"):
-                for entry in (*dirs, *others):
-                    index.setdefault(entry.ino, []).append(f"{path.rstrip('/')}/{entry.name}")
-            self._path_index = index
-        return sorted(self._path_index.get(ino, []))
+        return sorted(self._paths_by_inode(None).get(ino, []))
+
+    def _paths_by_inode(self, live: set[int] | None) -> dict[int, list[str]]:
+        """Inode -> paths of the whole tree (cached); ``live`` is the set of live inodes if a scan made it."""
+        if self._path_index is not None:
+            return self._path_index
+        index: dict[int, list[str]] = {ROOT_INODE: ["/"]}
+        for path, dirs, others in self.walk("/"):
+            for entry in (*dirs, *others):
+                entry_path = f"{path.rstrip('/')}/{entry.name}"
+                if not (entry.ino in live if live is not None else self._in_use(entry.ino, self._inode(entry.ino))):
+                    raise self._fail(f"the directory entry {quote(entry_path)} names inode {entry.ino}, which the "
+                                     "inode table marks as free")
+                index.setdefault(entry.ino, []).append(entry_path)
+        self._path_index = index
+        return index
 
     # -- extended attributes --------------------------------------------------------------------
 
@@ -1033,7 +1040,7 @@ class ExtFilesystem:
         """
         start = self._ino(path, True)
         if self._inode(start).kind != "dir":
-            raise NodePluginError(f"{_quote(path)} is not a directory", path=self.name)
+            raise NodePluginError(f"{quote(path)} is not a directory", path=self.name)
         target = os.path.abspath(local_dir)
         parent = os.path.dirname(target)
         if os.path.lexists(target):
@@ -1054,12 +1061,9 @@ class ExtFilesystem:
         files = dirs = total = 0
         skipped: list[str] = []
         dir_modes: list[tuple[tuple[str, ...], _Inode]] = [((), self._inode(start))]
-        walk = self.walk(path)
-        base = None
-        for image_dir, subdirs, others in walk:
-            if base is None:
-                base = image_dir
-            rel = () if image_dir == base else tuple(image_dir[len(base.rstrip("/")) + 1:].split("/"))
+        base = path.rstrip("/")  # walk() names every folder below path as path/...
+        for image_dir, subdirs, others in self.walk(path):
+            rel = tuple(image_dir[len(base) + 1:].split("/")) if image_dir != (base or "/") else ()
             dir_fd = _open_local_dir(staging, rel)
             try:
                 for entry in subdirs:
@@ -1073,7 +1077,7 @@ class ExtFilesystem:
                         continue
                     total += inode.size
                     if total > max_bytes:
-                        raise NodePluginError(f"{_quote(path)} holds more than {max_bytes} bytes of files",
+                        raise NodePluginError(f"{quote(path)} holds more than {max_bytes} bytes of files",
                                               path=self.name, hint="copy a smaller folder or raise the limit")
                     self._copy_file(inode, entry.name, dir_fd)
                     files += 1
@@ -1197,8 +1201,9 @@ class ExtFilesystem:
     def owners(self, blocks: Iterable[int]) -> dict[int, BlockOwner]:
         """What each given block holds: a structure at a fixed place, or which inode's data, map or attributes.
 
-        Reads the inode tables and block maps of live inodes (never file data) unless every block asked
-        about is a fixed structure. A map block that two inodes claim is refused as damage.
+        Unless every block asked about is a fixed structure, reads the inode tables, the block maps of
+        live inodes and every directory (never file data). Refused as damage: a map block that two
+        inodes claim, and a directory entry that names an inode the tables mark as free.
         """
         wanted = sorted(set(blocks))
         if wanted and (not isinstance(wanted[0], int) or wanted[0] < 0):
@@ -1223,7 +1228,9 @@ class ExtFilesystem:
                                  f"inode {ino}")
             map_owner[block] = ino
 
+        live: set[int] = set()
         for inode in self._live_inodes():
+            live.add(inode.ino)
             data_kind = self._data_kind(inode)
             block_map = self._block_map(inode, claim_map)
             for block in block_map.map_blocks:
@@ -1240,6 +1247,7 @@ class ExtFilesystem:
                 self._check_block(inode.file_acl, f"inode {inode.ino}'s attribute block")
                 if inode.file_acl in wanted_set:
                     claims.setdefault(inode.file_acl, []).append((inode.ino, BlockKind.XATTR, None))
+        self._paths_by_inode(live)  # every inode a path reaches was scanned: none hides its blocks
         for block in wanted:
             found = claims.get(block, [])
             inodes = tuple(sorted({ino for ino, _kind, _logical in found}))

@@ -223,6 +223,22 @@ def test_block_map_shared_by_two_inodes_is_refused(tmp_path):
              lambda fs: fs.owners([fs.superblock.blocks_count - 1]))
 
 
+@pytest.mark.parametrize("how", ["links", "itable_unused"])
+def test_an_inode_hidden_from_the_scan_is_refused(tmp_path, how):
+    """A file that a path reaches but the inode tables mark free would make its blocks pass for unused."""
+    if how == "links":
+        data = _image(tmp_path, ["-t", "ext2", "-b", "1024"])
+        struct.pack_into("<H", data, _inode_offset(data, tmp_path, "/hello") + 26, 0)
+    else:
+        data = _image(tmp_path, ["-t", "ext4", "-b", "1024"])
+        descriptors = 2 * 1024  # group 0's descriptor; itable_unused at +0x1C
+        inodes_per_group = struct.unpack_from("<I", data, SB + 0x28)[0]
+        struct.pack_into("<H", data, descriptors + 0x1C, inodes_per_group - 11)  # only inodes 1..11 in use
+    assert _fs(data).read_file("/hello") == b"hello\n"  # reading by path still works
+    _refused(data, "which the inode table marks as free", lambda fs: fs.owners([fs.superblock.blocks_count - 1]))
+    _refused(data, "which the inode table marks as free", lambda fs: fs.paths(2))
+
+
 def _extent_tree_image(tmp_path) -> tuple[bytearray, int]:
     """An ext4 image whose /fragmented has an extent tree of depth 1; returns it and that inode's offset."""
     data = _image(tmp_path, ["-t", "ext4", "-b", "1024", "-O", "^metadata_csum"], size="8M")
