@@ -637,7 +637,8 @@ class SquashfsImage:
     in one LRU of ``cache_bytes`` shared by all files opened from this image.
     """
 
-    def __init__(self, source: ByteSource, *, name: str = "squashfs.img", cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, source: ByteSource, *, name: str = "squashfs.img",
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.source = source
         self.name = name
         if source.size < SUPERBLOCK_SIZE:
@@ -696,7 +697,8 @@ class SquashfsImage:
             raise self.damaged("superblock", f"{sb.fragment_count} fragments but no fragment table")
         if sb.root_inode >> 16 >= sb.directory_table_start - sb.inode_table_start or \
                 sb.root_inode & 0xFFFF >= METADATA_SIZE:
-            raise self.damaged("superblock", f"the root inode reference {sb.root_inode:#x} lies outside the inode table")
+            raise self.damaged("superblock", f"the root inode reference {sb.root_inode:#x} lies outside the "
+                                             f"inode table")
 
     def metadata_block(self, position: int, table: str, end: int | None = None) -> bytes:
         """The decompressed metadata block at absolute ``position`` (cached)."""
@@ -949,7 +951,8 @@ class SquashfsImage:
             count, start_block, base_number = _DIR_HEADER.unpack_from(data, position)
             position += _DIR_HEADER.size
             if count >= 256 or start_block >= inode_blocks:
-                raise self.damaged("directory table", f"{where}: a header of {count + 1} entries at block {start_block}")
+                raise self.damaged("directory table", f"{where}: a header of {count + 1} entries at block "
+                                                      f"{start_block}")
             for _entry in range(count + 1):
                 if position + _DIR_ENTRY.size > len(data):
                     raise self.damaged("directory table", f"{where}: an entry is cut short")
@@ -962,7 +965,8 @@ class SquashfsImage:
                 if b"/" in raw or b"\0" in raw or raw in (b".", b".."):
                     raise self.damaged("directory table", f"{where} holds the name {_quote(raw)}")
                 number = base_number + delta
-                if not DIR <= kind <= SOCKET or offset >= METADATA_SIZE or not 1 <= number <= self.superblock.inode_count:
+                if not DIR <= kind <= SOCKET or offset >= METADATA_SIZE or \
+                        not 1 <= number <= self.superblock.inode_count:
                     raise self.damaged("directory table", f"{where}: entry {_quote(raw)} has type {kind}, inode "
                                                           f"{number}, offset {offset}")
                 entries.append(DirEntry(name=os.fsdecode(raw), raw_name=raw, ref=start_block << 16 | offset,
@@ -1652,9 +1656,10 @@ def _write_tables(image: SquashfsImage, plan: _Plan, delta: int, out, workdir: s
     directories.copy_to(out)
     fragment_table_start = sb.fragment_table_start
     if sb.fragment_table_start != INVALID_TABLE:
-        payload = b"".join(_FRAGMENT_ENTRY.pack(moved(fragment.start),
-                                                fragment.stored_size | (0 if fragment.compressed else UNCOMPRESSED_BLOCK),
-                                                0) for fragment in image.fragments)
+        payload = b"".join(
+            _FRAGMENT_ENTRY.pack(moved(fragment.start),
+                                 fragment.stored_size | (0 if fragment.compressed else UNCOMPRESSED_BLOCK), 0)
+            for fragment in image.fragments)
         fragment_table_start, _size = _write_table(out, codec, bool(sb.flags & FLAG_NOF), payload)
     export_table_start = INVALID_TABLE
     if sb.has_export_table:
@@ -1700,6 +1705,36 @@ def _check_result(image: SquashfsImage, staging: str, plan: _Plan, file_path: st
             raise NodePluginError("the rewritten squashfs does not read back as planned", path=image.name,
                                   hint="report this; rebuild with a full mksquashfs meanwhile",
                                   details=f"differences at: {', '.join(changed[:10])[:1000]}")
+
+
+def changed_file_blocks(base: SquashfsImage, new: SquashfsImage, path: str) -> list[int]:
+    """Indices of the blocks of file ``path`` whose stored bytes differ between two images (grown or cut
+    blocks and a changed fragment tail included): what a verifier must decompress, and nothing else."""
+    old_inode, new_inode = base.lookup(path), new.lookup(path)
+    if not old_inode.is_file or not new_inode.is_file:
+        raise NodePluginError(f"{path[:200]} is not a regular file in both images", path=new.name)
+    block_size = new.superblock.block_size
+    if base.superblock.block_size != block_size:
+        raise NodePluginError(f"the images have different block sizes ({base.superblock.block_size} and "
+                              f"{block_size})", path=new.name)
+    old_blocks, new_blocks = base.file_blocks(old_inode), new.file_blocks(new_inode)
+    count = max(-(-old_inode.file_size // block_size), -(-new_inode.file_size // block_size))
+    changed = []
+    for index in range(count):
+        old = old_blocks[index] if index < len(old_blocks) else None
+        fresh = new_blocks[index] if index < len(new_blocks) else None
+        if old is None or fresh is None:
+            old_tail = base.file_tail(old_inode) if old is None and index == len(old_blocks) else None
+            new_tail = new.file_tail(new_inode) if fresh is None and index == len(new_blocks) else None
+            old_content = old_tail if old is None else base.read_block(old)
+            new_content = new_tail if fresh is None else new.read_block(fresh)
+            if old_content is None or new_content is None or old_content != new_content:
+                changed.append(index)
+        elif (old.size, old.stored_size, old.compressed) != (fresh.size, fresh.stored_size, fresh.compressed) or \
+                (not old.sparse and base.read_raw(old.offset, old.stored_size) !=
+                 new.read_raw(fresh.offset, fresh.stored_size)):
+            changed.append(index)
+    return changed
 
 
 def measure_reader(squashfs: str, file_path: str, *, offset: int = 0, chunk: int = 1 << 20,

@@ -8,7 +8,7 @@ image is then changed with ``debugfs -w``, ``dd`` and ``resize2fs`` and the squa
 ``rewrite_squashfs``. Each rewrite is checked with ``unsquashfs``: the same listing, the changed image
 extracted byte for byte, unchanged compressed blocks identical to the base's, zero blocks sparse.
 
-``python -m tests.integration.test_squashfs --help`` measures reader throughput and rewrite time on a
+``python -m tests.integration.test_squashfs_images --help`` measures reader throughput and rewrite time on a
 big image (for ``make bench``).
 """
 from __future__ import annotations
@@ -42,14 +42,18 @@ def _run(argv: list[str], **kwargs) -> str:
 
 
 def make_root_image(path: str, *, size_kib: int, data_mib: int = 4) -> str:
-    """An ext4 image of ``size_kib`` with random, text and code files, the rest of it zero."""
+    """An ext4 image of ``size_kib`` with about ``data_mib`` MiB of files (half random, half text, some code),
+    the rest of it zero."""
     tree = path + ".tree"
     os.makedirs(os.path.join(tree, "usr", "bin"))
     os.makedirs(os.path.join(tree, "etc"))
     with open(os.path.join(tree, "usr", "random.bin"), "wb") as handle:
-        handle.write(hashlib.shake_256(b"random").digest(data_mib << 19))
+        for piece in range(-(-data_mib // 64)):
+            handle.write(hashlib.shake_256(b"random" + bytes(piece)).digest(min(64, data_mib - piece * 64) << 19))
     with open(os.path.join(tree, "etc", "numbers.txt"), "w", encoding="ascii") as handle:
-        handle.write("".join(f"line {number} of the text file\n" for number in range(data_mib * 20000)))
+        for start in range(0, data_mib * 18000, 100000):
+            handle.write("".join(f"line {number} of the text file\n"
+                                 for number in range(start, min(start + 100000, data_mib * 18000))))
     for tool in ("/usr/bin/ls", "/usr/bin/cp"):
         shutil.copy(tool, os.path.join(tree, "usr", "bin"))
     _run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-L", "root", "-d", tree, path, f"{size_kib}k"])
@@ -229,6 +233,11 @@ def _rewrite_and_check(tmp_path, images, case: Case, changed_image: str):
                         base_image.read_raw(old_blocks[index].offset, old_blocks[index].stored_size)
                     reused += not block.sparse
             assert reused <= report.blocks_reused <= reused + 2
+            # A verifier finds the changed blocks from the stored bytes alone: every block whose content
+            # changed, and besides those only the tails and the blocks past the shorter file's end.
+            found = set(squashfs.changed_file_blocks(base_image, image, ROOT_IMAGE))
+            ends = sorted((len(old_blocks), len(new_blocks)))
+            assert set(indices) <= found <= touched | set(range(ends[0], ends[1] + 1))
             assert base_image.compressor_options == image.compressor_options
             assert image.superblock.flags == base_image.superblock.flags
     assert report.blocks_compressed + report.blocks_reused + report.blocks_sparse == report.blocks_total
@@ -411,7 +420,11 @@ def bench(squashfs_image: str, file_path: str, *, offset: int = 0, changed: int 
         count = len(image.file_blocks(inode))
         step = max(1, count // max(changed, 1))
         picks = list(range(0, count, step))[:changed]
-        payload = {index: hashlib.shake_256(index.to_bytes(8, "little")).digest(block_size) for index in picks}
+        text = b"".join(b"changed line %d of a plugin's file\n" % number for number in range(block_size // 20))
+        # Half text, half random, like the root image of the benchmark's fixture.
+        payload = {index: text[:block_size] if number % 2 else
+                   hashlib.shake_256(index.to_bytes(8, "little")).digest(block_size)
+                   for number, index in enumerate(picks)}
         out = os.path.join(os.path.dirname(os.path.abspath(squashfs_image)), "bench-rewritten.squashfs")
         started = time.monotonic()
         report = squashfs.rewrite_squashfs(region, out, file_path, payload, base_name=squashfs_image)
@@ -437,7 +450,7 @@ def _bench_main() -> None:
         if not os.path.exists(image):
             print(f"building a {options.build_mib} MiB root image and its {options.comp} squashfs ...", flush=True)
             root = make_root_image(os.path.join(options.workdir, "root.img"), size_kib=options.build_mib * 1024,
-                                   data_mib=options.build_mib // 3)
+                                   data_mib=options.build_mib * 2 // 3)
             tree = os.path.join(options.workdir, "tree")
             shutil.rmtree(tree, ignore_errors=True)
             os.makedirs(os.path.join(tree, "LiveOS"))
