@@ -136,8 +136,9 @@ def _path_in_progress(error: BaseException) -> str | None:
     frames = [frame for frame, _line in traceback.walk_tb(error.__traceback__)]
     for frame in reversed(frames):
         for value in frame.f_locals.values():
-            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str) and value.name:
-                return value.name
+            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
+            if isinstance(name, str) and name:
+                return name
         ours = os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _HERE
         path = frame.f_locals.get("path") if ours else None
         if isinstance(path, str) and path:
@@ -260,6 +261,30 @@ def _unescape_mountinfo(field: str) -> str:
     return field
 
 
+def missing_library_message(names: Iterable[str]) -> tuple[str, str] | None:
+    """For the first of ``names`` that does not import: missing_required_lib()'s message and the import traceback."""
+    # The command line imports this file too and must not need ansible-core.
+    from ansible.module_utils.basic import missing_required_lib  # pylint: disable=import-outside-toplevel
+
+    missing = missing_libraries(names)
+    if not missing:
+        return None
+    name, import_traceback = missing[0]
+    library = OPTIONAL_LIBRARIES[name]
+    return missing_required_lib(name, reason=f"{library.purpose} (install: {library.install})"), import_traceback
+
+
+def failure_result(error: BaseException, source: str, outputs: Mapping[str, str | None] | None = None) -> dict:
+    """The failed result of a module or an action plugin ``source`` for ``error``: ``msg``, and for a bug alone
+    ``exception`` with the traceback. Call it inside the except block that caught ``error``."""
+    failure = explain_failure(error, outputs)
+    if not failure.bug:
+        return {"failed": True, "msg": failure.message}
+    return {"failed": True, "exception": traceback.format_exc(),
+            "msg": f"{source}: unexpected error, a bug of ovirt.node_plugins: {failure.message}. Please report it "
+                   "with its traceback (ANSIBLE_DISPLAY_TRACEBACK=error shows it; before ansible-core 2.19, -vvv)"}
+
+
 def run_engine(module: ModuleLike, engine: Callable[[Request], Result], request: Request, *,
                requires: Iterable[str] = (), outputs: Iterable[str] = ()) -> Result:
     """Call ``engine(request)`` for a module and return its result, or end the module with fail_json.
@@ -268,25 +293,14 @@ def run_engine(module: ModuleLike, engine: Callable[[Request], Result], request:
     ``outputs`` names the module's output options, which OSError hints refer to. Only a bug fails with
     the traceback in ``exception``; every other failure is a ``msg`` alone.
     """
-    # The command line imports this file too and must not need ansible-core.
-    from ansible.module_utils.basic import missing_required_lib  # pylint: disable=import-outside-toplevel
-
-    missing = missing_libraries(requires)
+    missing = missing_library_message(requires)
     if missing:
-        name, import_traceback = missing[0]
-        library = OPTIONAL_LIBRARIES[name]
-        module.fail_json(msg=missing_required_lib(name, reason=f"{library.purpose} (install: {library.install})"),
-                         exception=import_traceback)
+        module.fail_json(msg=missing[0], exception=missing[1])
     try:
         check_tmpdir()
         return engine(request)
     except (Exception, KeyboardInterrupt) as error:  # pylint: disable=broad-exception-caught
-        failure = explain_failure(error, {name: module.params.get(name) for name in outputs})
-        trace = traceback.format_exc() if failure.bug else None
+        failed = failure_result(error, module._name, {name: module.params.get(name) for name in outputs})
     # fail_json is called outside the except block: ansible-core attaches the pending exception's
     # traceback to a failure raised inside one, and only a bug should carry a traceback.
-    if trace is not None:
-        module.fail_json(msg=f"{module._name}: unexpected error, a bug of ovirt.node_plugins: {failure.message}. "
-                             "Please report it with its traceback (ANSIBLE_DISPLAY_TRACEBACK=error shows it; "
-                             "before ansible-core 2.19, -vvv)", exception=trace)
-    module.fail_json(msg=failure.message)
+    module.fail_json(**{key: value for key, value in failed.items() if key != "failed"})

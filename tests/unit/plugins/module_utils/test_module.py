@@ -16,7 +16,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import (
-    OPTIONAL_LIBRARIES, explain_failure, missing_libraries, quote, run_engine)
+    OPTIONAL_LIBRARIES, explain_failure, failure_result, missing_libraries, quote, run_engine)
 
 
 def _raised(action):
@@ -119,3 +119,18 @@ def test_run_engine_fails_an_os_error_with_msg_alone(capsys, monkeypatch):
                             dest="/proc/node-tree")
     assert result["msg"].endswith("which holds no files: choose another dest)")
     assert "exception" not in result
+
+
+def test_failure_result_for_action_plugins():
+    try:
+        os.mkdir("/proc/node-tree")
+    except OSError as error:
+        assert failure_result(error, "node_plugin_hotadd", {"dest": "/proc/node-tree"}) == {
+            "failed": True, "msg": "/proc/node-tree: no such file or directory (/proc is the kernel's proc file system, "
+                                   "which holds no files: choose another dest)"}
+    try:
+        _engine_with_a_bug(None)
+    except KeyError as error:
+        result = failure_result(error, "node_plugin_hotadd")
+        assert result["msg"].startswith("node_plugin_hotadd: unexpected error, a bug of ovirt.node_plugins: KeyError: ")
+        assert "in _engine_with_a_bug" in result["exception"]
