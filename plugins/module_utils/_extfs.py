@@ -673,8 +673,8 @@ class ExtFilesystem:
             if maximum > (len(node) - 12) // 12 or entries > maximum:
                 raise self._fail(f"{where} holds {entries} of {maximum} entries, more than fit")
             if depth > _MAX_EXTENT_DEPTH or (expected is not None and depth != expected):
-                raise self._fail(f"{where} has depth {depth}" + (f", expected {expected}" if expected is not None
-                                                                  else f", at most {_MAX_EXTENT_DEPTH}"))
+                wanted = f"expected {expected}" if expected is not None else f"at most {_MAX_EXTENT_DEPTH}"
+                raise self._fail(f"{where} has depth {depth}, {wanted}")
             if depth == 0:
                 for index in range(entries):
                     logical, length, start_hi, start_lo = _EXTENT_ENTRY.unpack_from(node, 12 + 12 * index)
@@ -1010,8 +1010,8 @@ class ExtFilesystem:
         while position + 4 <= len(area) and struct.unpack_from("<I", area, position)[0]:
             if position + _XATTR_ENTRY.size > len(area):
                 raise self._fail(f"{where}: an entry crosses the end")
-            name_len, name_index, value_offset, value_inode, value_size, _hash = _XATTR_ENTRY.unpack_from(area,
-                                                                                                           position)
+            entry = _XATTR_ENTRY.unpack_from(area, position)
+            name_len, name_index, value_offset, value_inode, value_size, _hash = entry
             name = area[position + 16:position + 16 + name_len]
             if len(name) != name_len:
                 raise self._fail(f"{where}: a name crosses the end")

@@ -55,15 +55,23 @@ def _image(tmp_path, options: list[str], size: str = "2M", tree=None) -> bytearr
     return bytearray(path.read_bytes())
 
 
-def _debugfs(data: bytearray, tmp_path, command: str, write: bool = False) -> tuple[str, bytearray]:
+def _debugfs(data: bytearray, tmp_path, command: str) -> str:
+    """What a read-only debugfs command prints about the image ``data``."""
     path = tmp_path / "debugfs.img"
     path.write_bytes(data)
-    out = _run(["debugfs", *(["-w"] if write else []), "-R", command, str(path)])
-    return out, bytearray(path.read_bytes())
+    return _run(["debugfs", "-R", command, str(path)])
+
+
+def _debugfs_write(data: bytearray, tmp_path, command: str) -> bytearray:
+    """The image ``data`` after a debugfs -w command."""
+    path = tmp_path / "debugfs.img"
+    path.write_bytes(data)
+    _run(["debugfs", "-w", "-R", command, str(path)])
+    return bytearray(path.read_bytes())
 
 
 def _inode_offset(data: bytearray, tmp_path, path: str) -> int:
-    out, _ = _debugfs(data, tmp_path, f"imap {path}")
+    out = _debugfs(data, tmp_path, f"imap {path}")
     block, offset = re.search(r"located at block (\d+), offset 0x([0-9a-f]+)", out).groups()
     block_size = 1024 << struct.unpack_from("<I", data, SB + 0x18)[0]
     return int(block) * block_size + int(offset, 16)
@@ -119,8 +127,8 @@ def test_owners_on_a_small_image(tmp_path):
     dind = fs.lookup("/dind")
     runs = fs.block_map("/dind")
     owners = fs.owners([0, 1, 2, runs[0].physical, runs[-1].physical + runs[-1].count - 1, 2047, 2048])
-    assert [owners[block].kind for block in (0, 1, 2)] == [BlockKind.BOOT, BlockKind.SUPERBLOCK,
-                                                         BlockKind.GROUP_DESCRIPTORS]
+    expected = [BlockKind.BOOT, BlockKind.SUPERBLOCK, BlockKind.GROUP_DESCRIPTORS]
+    assert [owners[block].kind for block in (0, 1, 2)] == expected
     assert owners[runs[0].physical].inodes == (dind,) and owners[runs[0].physical].logical == 0
     assert owners[2048].kind == BlockKind.BEYOND_END
     assert fs.paths(dind) == ["/dind"]
@@ -184,7 +192,7 @@ def test_group_descriptor_pointing_outside_is_refused(tmp_path):
 
 
 def test_directory_entry_naming_its_own_directory_is_a_loop(tmp_path):
-    _out, data = _debugfs(_image(tmp_path, ["-t", "ext2", "-b", "1024"]), tmp_path, "ln /sub /sub/self", write=True)
+    data = _debugfs_write(_image(tmp_path, ["-t", "ext2", "-b", "1024"]), tmp_path, "ln /sub /sub/self")
     fs = _fs(data)
     assert fs.lookup("/sub/self/self/file") == fs.lookup("/sub/file")  # a lookup is bounded by its path
     _refused(data, "already reached on another path", lambda fs: list(fs.walk("/")))
@@ -195,7 +203,7 @@ def test_directory_entry_naming_its_own_directory_is_a_loop(tmp_path):
 
 def test_directory_block_with_a_bad_entry_length_is_refused(tmp_path):
     data = _image(tmp_path, ["-t", "ext2", "-b", "1024"])
-    out, _ = _debugfs(data, tmp_path, "blocks /sub")
+    out = _debugfs(data, tmp_path, "blocks /sub")
     block = int(out.split()[0])
     struct.pack_into("<H", data, block * 1024 + 4, 0)  # rec_len of '.'
     _refused(data, r"directory inode \d+, block 0, byte 0: an entry length of 0", lambda fs: fs.listdir("/sub"))
@@ -206,7 +214,7 @@ def test_directory_block_with_a_bad_entry_length_is_refused(tmp_path):
 
 def test_indirect_block_naming_itself_is_a_loop(tmp_path):
     data = _image(tmp_path, ["-t", "ext2", "-b", "1024"])
-    out, _ = _debugfs(data, tmp_path, "stat /dind")
+    out = _debugfs(data, tmp_path, "stat /dind")
     dind = int(re.search(r"\(DIND\):(\d+)", out).group(1))
     struct.pack_into("<I", data, dind * 1024, dind)
     _refused(data, f"indirect block {dind} twice", lambda fs: fs.read_file("/dind"))
@@ -215,7 +223,7 @@ def test_indirect_block_naming_itself_is_a_loop(tmp_path):
 
 def test_block_map_shared_by_two_inodes_is_refused(tmp_path):
     data = _image(tmp_path, ["-t", "ext2", "-b", "1024"])
-    out, _ = _debugfs(data, tmp_path, "stat /dind")
+    out = _debugfs(data, tmp_path, "stat /dind")
     dind = int(re.search(r"\(DIND\):(\d+)", out).group(1))
     hello = _inode_offset(data, tmp_path, "/hello")
     struct.pack_into("<I", data, hello + 40 + 13 * 4, dind)  # /hello's i_block[13] = /dind's DIND block
