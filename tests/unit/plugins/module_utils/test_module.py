@@ -121,16 +121,18 @@ def test_run_engine_fails_an_os_error_with_msg_alone(capsys, monkeypatch):
     assert "exception" not in result
 
 
+def _failure_result_of(action, source, outputs=None):
+    try:
+        action()
+    except Exception as error:  # pylint: disable=broad-exception-caught
+        return failure_result(error, source, outputs)  # inside the except block, as action plugins call it
+    raise AssertionError("nothing raised")
+
+
 def test_failure_result_for_action_plugins():
-    try:
-        os.mkdir("/proc/node-tree")
-    except OSError as error:
-        assert failure_result(error, "node_plugin_hotadd", {"dest": "/proc/node-tree"}) == {
-            "failed": True, "msg": "/proc/node-tree: no such file or directory (/proc is the kernel's proc file system, "
-                                   "which holds no files: choose another dest)"}
-    try:
-        _engine_with_a_bug(None)
-    except KeyError as error:
-        result = failure_result(error, "node_plugin_hotadd")
-        assert result["msg"].startswith("node_plugin_hotadd: unexpected error, a bug of ovirt.node_plugins: KeyError: ")
-        assert "in _engine_with_a_bug" in result["exception"]
+    assert _failure_result_of(lambda: os.mkdir("/proc/node-tree"), "node_plugin_hotadd", {"dest": "/proc/x"}) == {
+        "failed": True, "msg": "/proc/node-tree: no such file or directory (/proc is the kernel's proc file system, "
+                               "which holds no files: choose another dest)"}
+    result = _failure_result_of(lambda: _engine_with_a_bug(None), "node_plugin_hotadd")
+    assert result["msg"].startswith("node_plugin_hotadd: unexpected error, a bug of ovirt.node_plugins: KeyError: ")
+    assert "in _engine_with_a_bug" in result["exception"]
