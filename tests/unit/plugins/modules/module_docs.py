@@ -3,11 +3,19 @@
 """What a module's DOCUMENTATION and RETURN promise, to compare with its argument spec and real results."""
 from __future__ import annotations
 
+import glob
 import importlib
+import os
 
 import yaml
 
-MODULES = ("node_iso_extract", "node_iso_verify", "node_plugin_apply", "node_plugin_build", "node_pxe_tree")
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+# Every module of the collection (a new one is covered without a line here) ...
+MODULES = tuple(sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(TOP, "plugins", "modules", "*.py"))
+                       if not os.path.basename(path).startswith("_")))
+# ... and those that run an engine of the library (node_plugin_hotadd's module file is the
+# documentation of an action plugin).
+ENGINE_MODULES = ("node_iso_extract", "node_iso_verify", "node_plugin_apply", "node_plugin_build", "node_pxe_tree")
 # Keys ansible-core adds to every result, the ones tests.ansible_run adds, and those exit_json adds
 # about the file when a result has a "path" or "dest" (AnsibleModule.add_path_info).
 STANDARD_KEYS = {"changed", "failed", "msg", "invocation", "diff", "warnings", "deprecations", "exception",
