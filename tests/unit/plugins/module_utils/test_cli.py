@@ -172,8 +172,8 @@ def test_an_endless_recipe_under_a_memory_limit(rpms, inputs):
 
 def test_a_deeply_nested_plugin_manifest(node_iso, tmp_path):
     deep = deeply_nested_plugin(str(tmp_path))
-    failed = subprocess.run([COMMAND, "build", "--iso", node_iso.iso, "--plugin", deep, "-o", str(tmp_path / "out.iso")],
-                            capture_output=True, text=True, check=False, timeout=300)
+    argv = [COMMAND, "build", "--iso", node_iso.iso, "--plugin", deep, "-o", str(tmp_path / "out.iso")]
+    failed = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
     assert failed.returncode == 2
     line = failed.stderr.splitlines()[-1]  # after the stage lines
     assert "Traceback" not in failed.stderr and line.startswith("ovirt-plugin-build build: error: ") and deep in line

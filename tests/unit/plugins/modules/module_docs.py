@@ -11,8 +11,8 @@ import yaml
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 # Every module of the collection (a new one is covered without a line here) ...
-MODULES = tuple(sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(TOP, "plugins", "modules", "*.py"))
-                       if not os.path.basename(path).startswith("_")))
+MODULES = tuple(sorted(os.path.basename(path)[:-len(".py")]
+                       for path in glob.glob(os.path.join(TOP, "plugins", "modules", "[!_]*.py"))))
 # ... and those that run an engine of the library (node_plugin_hotadd's module file is the
 # documentation of an action plugin).
 ENGINE_MODULES = ("node_iso_extract", "node_iso_verify", "node_plugin_apply", "node_plugin_build", "node_pxe_tree")
