@@ -303,16 +303,18 @@ class _RunBuilder:
     """Collects (logical, physical) block pairs in logical order, merging neighbours into runs."""
 
     def __init__(self) -> None:
-        self.runs: list[BlockRun] = []
+        self._runs: list[list] = []  # [logical, physical, count, initialized], mutable while they grow
 
     def add(self, logical: int, physical: int, count: int = 1, initialized: bool = True) -> None:
-        if self.runs:
-            last = self.runs[-1]
-            if (last.initialized == initialized and last.logical + last.count == logical
-                    and last.physical + last.count == physical):
-                self.runs[-1] = BlockRun(last.logical, last.physical, last.count + count, initialized)
+        if self._runs:
+            last = self._runs[-1]
+            if last[3] == initialized and last[0] + last[2] == logical and last[1] + last[2] == physical:
+                last[2] += count
                 return
-        self.runs.append(BlockRun(logical, physical, count, initialized))
+        self._runs.append([logical, physical, count, initialized])
+
+    def runs(self) -> tuple[BlockRun, ...]:
+        return tuple(BlockRun(*run) for run in self._runs)
 
 
 class ExtFile:
@@ -338,8 +340,8 @@ class ExtFile:
         block_size = self._fs.block_size
         out = bytearray(end - offset)
         first, last = offset // block_size, (end - 1) // block_size
-        index = max(0, bisect.bisect_right(self._starts, first) - 1)
-        for run in self.runs[index:]:
+        for index in range(max(0, bisect.bisect_right(self._starts, first) - 1), len(self.runs)):
+            run = self.runs[index]
             if run.logical > last:
                 break
             if not run.initialized or run.logical + run.count <= first:
@@ -702,7 +704,7 @@ class ExtFilesystem:
                     claim(child, inode.ino)
                 map_blocks.append(child)
                 stack.append((self._block(child, f"inode {inode.ino}'s extent tree block {child}"), child, depth - 1))
-        return _BlockMap(tuple(runs.runs), tuple(sorted(map_blocks)))
+        return _BlockMap(runs.runs(), tuple(sorted(map_blocks)))
 
     def _indirect_map(self, inode: _Inode, claim: Callable[[int, int], None] | None) -> _BlockMap:
         per_block = self.block_size // 4
@@ -737,7 +739,7 @@ class ExtFilesystem:
                 span = per_block ** (level - 1)
                 stack.extend((words[index], level - 1, base + index * span)
                              for index in range(per_block - 1, -1, -1) if words[index])
-        return _BlockMap(tuple(runs.runs), tuple(sorted(map_blocks)))
+        return _BlockMap(runs.runs(), tuple(sorted(map_blocks)))
 
     def _fast_symlink(self, inode: _Inode) -> bool:
         acl_blocks = self.block_size // 512 if inode.file_acl else 0
