@@ -170,6 +170,14 @@ def test_an_endless_recipe_under_a_memory_limit(rpms, inputs):
     assert line.startswith("ovirt-plugin-build pack: error: ") and "/dev/zero" in line
 
 
+def test_a_binary_recipe(rpms, inputs, tmp_path, capsys):
+    recipe = tmp_path / "recipe.ks"
+    recipe.write_bytes(b"\xff\xfe%post\n\x00secret\n")
+    assert main(_argv(rpms, inputs, "--recipe", str(recipe))) == 2
+    reason = _error_line(capsys)
+    assert reason.startswith(f"{recipe}: ") and "secret" not in reason
+
+
 def test_a_deeply_nested_plugin_manifest(node_iso, tmp_path):
     deep = deeply_nested_plugin(str(tmp_path))
     argv = [COMMAND, "build", "--iso", node_iso.iso, "--plugin", deep, "-o", str(tmp_path / "out.iso")]
