@@ -13,6 +13,11 @@ inside the appliance VM, never on the build host. Two views of the image are off
 
 A session launches the appliance once and switches views by remounting, which costs milliseconds;
 a launch costs 5-15 s under TCG, so callers share one session per build.
+
+The root image is a raw file, or any ``ByteSource`` (a root image read lazily out of its squashfs):
+a source is served to the appliance over NBD, read-only. A writable session over a source writes
+into a qcow2 overlay whose clusters are the squashfs blocks, and says afterwards which blocks
+changed (``changes``); a read-only one lets libguestfs discard the writes in its own overlay.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ._accel import apply_libguestfs_env
+from ._blockio import ByteSource
 from ._errors import NodePluginError
+from ._nbd import NbdExport
+from ._overlay import DEFAULT_BLOCK_SIZE, ImageChanges, create_overlay, overlay_changes
 from ._run import LOG, run
 
 try:
@@ -115,20 +123,42 @@ def _tree_size(top: str) -> int:
 class RootImageSession:
     """A libguestfs appliance with a root image (and optionally a scratch disk) attached.
 
-    Use as a context manager. ``readonly=True`` never writes the image: changes go to a
-    temporary overlay that is discarded at close.
-    ``grow_to_mib`` enlarges the image file before launch and its ext file system after.
+    Use as a context manager. ``root_image`` is a raw image file, or a ``ByteSource`` served over NBD.
+    ``readonly=True`` never writes the image: changes go to a temporary overlay that is discarded at close.
+    A writable session over a source needs ``overlay``, the path of the qcow2 file that takes its
+    writes (clusters of ``block_size`` bytes); after a clean close, ``changes`` lists the changed blocks.
+    ``grow_to_mib`` enlarges the image file (or the overlay's virtual size) before launch and its ext
+    file system after. ``label`` names the image in messages (default: its path).
+    A source that could not be read makes ``close()`` raise a NodePluginError naming the block.
     """
 
-    def __init__(self, root_image: str, *, readonly: bool = False, scratch_disk: str | None = None,
+    def __init__(self, root_image: str | ByteSource, *, readonly: bool = False, scratch_disk: str | None = None,
                  grow_to_mib: int | None = None, memory_mib: int = 768,
-                 extra_images: Mapping[str, str] | None = None) -> None:
+                 extra_images: Mapping[str, str | ByteSource] | None = None, overlay: str | None = None,
+                 block_size: int = DEFAULT_BLOCK_SIZE, label: str | None = None) -> None:
         if not HAS_GUESTFS:
             raise NodePluginError("the Python bindings of libguestfs are not installed",
                                   hint="install the package 'python3-guestfs' (make setup does it)")
-        if not os.path.isfile(root_image):
-            raise NodePluginError("root image not found", path=root_image)
+        if isinstance(root_image, str):
+            if not os.path.isfile(root_image):
+                raise NodePluginError("root image not found", path=root_image)
+            if overlay is not None:
+                raise ValueError("an overlay is made only over a ByteSource; a raw image file is written in place")
+        elif readonly and overlay is not None:
+            raise ValueError("a readonly session keeps no overlay: libguestfs discards its writes")
+        elif not readonly and overlay is None:
+            raise ValueError("a writable session over a ByteSource needs an overlay path for its writes")
+        if readonly and grow_to_mib and not isinstance(root_image, str):
+            raise ValueError("a readonly session over a ByteSource cannot grow it")
         self.root_image = root_image
+        self.label = label or (root_image if isinstance(root_image, str) else "the root image")
+        self.overlay = overlay
+        self.block_size = block_size
+        # The NBD export of the root image (a ByteSource) while the session is open, then its statistics.
+        self.root_export: NbdExport | None = None
+        self._exports: list[NbdExport] = []
+        self._throwaway_dir: str | None = None  # overlays of read-only sources, removed at close
+        self.changes: ImageChanges | None = None
         self.readonly = readonly
         self.scratch_disk = scratch_disk
         # Other root images (e.g. the base ISO's, for comparison), read-only, mounted at these
@@ -155,21 +185,26 @@ class RootImageSession:
         self.close(clean=exc_info[0] is None)
 
     def launch(self) -> None:
-        if self.grow_to_mib:
+        if self.grow_to_mib and isinstance(self.root_image, str):
             self._grow_file(self.grow_to_mib)
         apply_libguestfs_env()
         started = time.monotonic()
         g = guestfs.GuestFS(python_return_dict=True)
         g.set_memsize(self.memory_mib)
-        g.add_drive_opts(self.root_image, format="raw", readonly=self.readonly)
-        if self.scratch_disk:
-            g.add_drive_opts(self.scratch_disk, format="raw", readonly=False)
-        for image in self.extra_images.values():
-            g.add_drive_opts(image, format="raw", readonly=True)
         try:
+            self._add_root_drive(g)
+            if self.scratch_disk:
+                g.add_drive_opts(self.scratch_disk, format="raw", readonly=False)
+            for mount_point, image in self.extra_images.items():
+                self._add_drive(g, image, label=f"the image mounted at {mount_point}", readonly=True)
             g.launch()
-        except RuntimeError as exc:
+        except (RuntimeError, NodePluginError) as exc:
             g.close()
+            failed = self._stop_exports()
+            if failed is not None:
+                raise failed.error() from exc
+            if isinstance(exc, NodePluginError):
+                raise
             raise NodePluginError("the libguestfs appliance did not start", details=str(exc),
                                   hint="run 'libguestfs-test-tool' to see why; on hosts where KVM is broken "
                                        "set OVIRT_NODE_PLUGINS_ACCEL=tcg") from exc
@@ -189,10 +224,15 @@ class RootImageSession:
             raise
 
     def close(self, *, clean: bool = True) -> None:
-        """Remove the private work folder from the image, sync, and stop the appliance."""
+        """Remove the private work folder from the image, sync, and stop the appliance.
+
+        Then stop the NBD exports: a read they failed raises here, whatever else happened; after a
+        clean close of a writable session over a source, ``changes`` holds the changed blocks.
+        """
         g, self._g = self._g, None
         if g is None:
             return
+        problem = None
         try:
             if clean and not self.readonly:
                 self._mount_chroot_view(g)
@@ -200,19 +240,77 @@ class RootImageSession:
             g.umount_all()
             g.shutdown()
         except RuntimeError as exc:
-            if clean:
-                raise NodePluginError("could not close the root image cleanly", path=self.root_image,
-                                      details=str(exc)) from exc
+            problem = NodePluginError("could not close the root image cleanly", path=self.label, details=str(exc))
         finally:
             g.close()
+            failed = self._stop_exports()
+        # A source that could not be read is the cause of whatever else went wrong: name it first.
+        if failed is not None:
+            raise failed.error() from problem
+        if problem is not None and clean:
+            raise problem
+        if clean and self.overlay is not None:
+            self.changes = overlay_changes(self.overlay, base_size=self.root_image.size)
 
-    def _grow_file(self, size_mib: int) -> None:
-        current = os.path.getsize(self.root_image)
+    def _add_root_drive(self, g) -> None:
+        if isinstance(self.root_image, str) or self.readonly:
+            self._add_drive(g, self.root_image, label=self.label, readonly=self.readonly)
+            return
+        # Writable over a source: every write lands in the overlay, one cluster per squashfs block.
+        export = self._export(self.root_image, self.label)
+        size = self.root_image.size
+        if self.grow_to_mib:
+            size = self._grown_size(size, self.grow_to_mib)
+        create_overlay(self.overlay, export.uri, size=size, block_size=self.block_size)
+        # The format must be given: probing a qcow2 over an NBD backing is refused.
+        g.add_drive_opts(self.overlay, format="qcow2", readonly=False)
+
+    def _add_drive(self, g, image: str | ByteSource, *, label: str, readonly: bool) -> None:
+        """Attach a raw image file, or a ByteSource through its NBD export under a throwaway overlay."""
+        if isinstance(image, str):
+            g.add_drive_opts(image, format="raw", readonly=readonly)
+            return
+        # Not libguestfs's own throwaway overlay: add_drive makes it with qemu-img while holding the
+        # GIL, and qemu-img must read the export served by threads of this process (a deadlock).
+        if self._throwaway_dir is None:
+            self._throwaway_dir = tempfile.mkdtemp(prefix="rootfs-overlays-")
+        throwaway = os.path.join(self._throwaway_dir, f"overlay{len(self._exports)}.qcow2")
+        export = self._export(image, label)
+        create_overlay(throwaway, export.uri, size=image.size, block_size=self.block_size)
+        g.add_drive_opts(throwaway, format="qcow2", readonly=False)
+
+    def _export(self, source: ByteSource, label: str) -> NbdExport:
+        export = NbdExport(source, label=label, block_size=self.block_size)
+        export.start()
+        self._exports.append(export)
+        if source is self.root_image:
+            self.root_export = export
+        return export
+
+    def _stop_exports(self) -> NbdExport | None:
+        """Stop every NBD export of the session; return the first one that failed a read, if any."""
+        failed = None
+        for export in self._exports:
+            export.close()
+            if export.failures and failed is None:
+                failed = export
+        self._exports = []
+        if self._throwaway_dir is not None:
+            shutil.rmtree(self._throwaway_dir, ignore_errors=True)
+            self._throwaway_dir = None
+        return failed
+
+    def _grown_size(self, current: int, size_mib: int) -> int:
         wanted = size_mib * 1024 * 1024
         if wanted < current:
             raise NodePluginError(f"the root image is {current // (1024 * 1024)} MiB; shrinking it to "
-                                  f"{size_mib} MiB is not supported", path=self.root_image,
+                                  f"{size_mib} MiB is not supported", path=self.label,
                                   hint="use a 'part / --size' at least as large as the current image")
+        return wanted
+
+    def _grow_file(self, size_mib: int) -> None:
+        current = os.path.getsize(self.root_image)
+        wanted = self._grown_size(current, size_mib)
         if wanted > current:
             with open(self.root_image, "r+b") as image:
                 image.truncate(wanted)
@@ -228,7 +326,7 @@ class RootImageSession:
         try:
             return call(*args, **kwargs)
         except RuntimeError as exc:
-            raise NodePluginError(f"libguestfs {call.__name__} failed", path=self.root_image,
+            raise NodePluginError(f"libguestfs {call.__name__} failed", path=self.label,
                                   details=str(exc)) from exc
 
     # -- views ------------------------------------------------------------------------------
@@ -307,7 +405,7 @@ class RootImageSession:
         try:
             g.sh(script)
         except RuntimeError as exc:
-            raise NodePluginError(f"could not run {argv[0]!r} inside the image", path=self.root_image,
+            raise NodePluginError(f"could not run {argv[0]!r} inside the image", path=self.label,
                                   details=str(exc), hint="the image needs a working /bin/sh") from exc
         seconds = time.monotonic() - started
         content = self._guest(g.read_file, log).decode("utf-8", "replace")
@@ -337,7 +435,7 @@ class RootImageSession:
                               '"$c" --version 2>/dev/null | grep -q "RPM version" && { echo "$c"; exit 0; }; '
                               'done; exit 1'])
             if not probe.ok:
-                raise NodePluginError("the image has no working rpm", path=self.root_image,
+                raise NodePluginError("the image has no working rpm", path=self.label,
                                       hint="plugins are installed with the image's own rpm; this image cannot take them")
             self._rpm = probe.output.strip().splitlines()[-1]
         return self._rpm
