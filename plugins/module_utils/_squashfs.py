@@ -105,6 +105,7 @@ MAX_FILE_BLOCKS = 1 << 22          # 512 GiB at 128 KiB blocks; 16 GiB at the sm
 MAX_DIRECTORY_BYTES = 64 << 20
 MAX_WALK_ENTRIES = 1 << 24
 MAX_DEPTH = 1024
+MAX_TABLE_ENTRIES = 1 << 24        # inodes, fragments or xattr ids: far beyond any root image's squashfs
 MAX_SYMLINK = 65535
 DEFAULT_CACHE_BYTES = 64 << 20
 _COPY_CHUNK = 4 << 20
@@ -693,6 +694,10 @@ class SquashfsImage:
                 raise self.damaged("superblock", f"the {table} at byte {start} lies outside the tables' area")
         if sb.inode_count == 0 or sb.id_count == 0:
             raise self.damaged("superblock", f"{sb.inode_count} inodes and {sb.id_count} ids")
+        if sb.inode_count > MAX_TABLE_ENTRIES or sb.fragment_count > MAX_TABLE_ENTRIES or \
+                sb.fragment_count > sb.inode_table_start:
+            raise self.damaged("superblock", f"{sb.inode_count} inodes and {sb.fragment_count} fragments in an "
+                                             f"image of {sb.bytes_used} bytes")
         if sb.fragment_count and sb.fragment_table_start == INVALID_TABLE:
             raise self.damaged("superblock", f"{sb.fragment_count} fragments but no fragment table")
         if sb.root_inode >> 16 >= sb.directory_table_start - sb.inode_table_start or \
@@ -740,15 +745,22 @@ class SquashfsImage:
 
     def _read_lookup_positions(self, table: str, start: int, count: int, entry_size: int) -> array:
         """The absolute positions of the metadata blocks that hold ``count`` entries of a table."""
+        if count > MAX_TABLE_ENTRIES:
+            raise self.damaged(table, f"{count} entries")
         blocks = -(-count * entry_size // METADATA_SIZE)
         if start + 8 * blocks > self.superblock.bytes_used:
             raise self.damaged(table, f"{count} entries need a list of {blocks} blocks that runs past the image's end")
         positions = array("Q", self.source.read(start, 8 * blocks))
         if sys.byteorder == "big":
             positions.byteswap()
+        previous = self.superblock.directory_table_start - 3
         for position in positions:
-            if not self.superblock.directory_table_start <= position < start:
-                raise self.damaged(table, f"a block at byte {position} lies outside the tables' area")
+            # Each block follows the one before it (at least a header and a byte later), so a table never
+            # reads one block twice.
+            if not previous + 3 <= position < start:
+                raise self.damaged(table, f"a block at byte {position} lies outside the table's area or before "
+                                          f"the block that precedes it")
+            previous = position
         return positions
 
     def _read_table(self, table: str, positions: array, count: int, entry_size: int, end: int) -> bytes:
