@@ -31,7 +31,7 @@ from ._digests import file_sha256
 from ._errors import NodePluginError
 from ._plugin_schema import SCHEMA
 from ._recipe import MAX_RECIPE_BYTES, Recipe, bounded, decode_recipe, excerpt, parse_recipe
-from ._reproducible import source_date_epoch, utc_timestamp
+from ._reproducible import source_date_epoch, utc_timestamp  # noqa: F401 re-exported; pylint: disable=unused-import
 from ._rpmhdr import TemporaryKeyring, read_header, read_header_bytes
 from ._versions import parse_range
 
@@ -385,6 +385,8 @@ def _refuse(path: str, member: str, rule: str, hint: str | None = None) -> NodeP
                            hint=hint or "the plugin is damaged or was tampered with; get it again from the vendor")
 
 
+_HEADER_ERROR = tarfile.SubsequentHeaderError  # tarfile turns it into ReadError, which _scan reports
+_SPARSE = tarfile.GNUTYPE_SPARSE
 _EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
                      tarfile.SOLARIS_XHDTYPE)
 MAX_EXTENDED_HEADER_BYTES = 64 * 1024
@@ -395,24 +397,22 @@ class _BoundedTarInfo(tarfile.TarInfo):
     """tarfile's member header, refusing what tarfile would read without a bound before any rule of ours runs:
     a large or endless chain of extended (pax, GNU long name) headers, and sparse maps (GNU and pax)."""
 
-    def _proc_member(self, archive):
+    def _proc_member(self, tarfile):  # tarfile's own parameter name; pylint: disable=redefined-outer-name
         if self.type in _EXTENDED_HEADERS:
-            in_a_row = getattr(archive, "_extended_headers_in_a_row", 0) + 1
-            archive._extended_headers_in_a_row = in_a_row
+            in_a_row = getattr(tarfile, "_extended_headers_in_a_row", 0) + 1
+            tarfile._extended_headers_in_a_row = in_a_row
             if in_a_row > MAX_EXTENDED_HEADERS_IN_A_ROW:
-                raise tarfile.SubsequentHeaderError(f"more than {MAX_EXTENDED_HEADERS_IN_A_ROW} extended headers "
-                                                    "in a row")
+                raise _HEADER_ERROR(f"more than {MAX_EXTENDED_HEADERS_IN_A_ROW} extended headers in a row")
             if self.size > MAX_EXTENDED_HEADER_BYTES:
-                raise tarfile.SubsequentHeaderError(f"an extended header of {self.size} bytes "
-                                                    f"(at most {MAX_EXTENDED_HEADER_BYTES})")
-        elif self.type == tarfile.GNUTYPE_SPARSE:
-            raise tarfile.SubsequentHeaderError("a sparse member")
+                raise _HEADER_ERROR(f"an extended header of {self.size} bytes (at most {MAX_EXTENDED_HEADER_BYTES})")
+        elif self.type == _SPARSE:
+            raise _HEADER_ERROR("a sparse member")
         else:
-            archive._extended_headers_in_a_row = 0
-        return super()._proc_member(archive)
+            tarfile._extended_headers_in_a_row = 0
+        return super()._proc_member(tarfile)
 
     def _proc_gnusparse_00(self, *args):
-        raise tarfile.SubsequentHeaderError("a sparse member")
+        raise _HEADER_ERROR("a sparse member")
 
     _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
 

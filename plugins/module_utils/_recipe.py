@@ -38,8 +38,10 @@ except ImportError:  # pragma: no cover - reported by parse_recipe
     HAS_PYKICKSTART = False
     KickstartParser = PackageSection = PostScriptSection = PreScriptSection = KickstartScript = object
     PutBackIterator = object
-    KickstartError = Exception
     STATE_COMMANDS = "commands"
+
+    class KickstartError(Exception):  # type: ignore[no-redef]
+        """Stands in for pykickstart's error so that the except clauses stay valid."""
 
 ALLOWED_COMMANDS = {"part": {"--size"}, "bootloader": {"--append"}, "repo": {"--name", "--baseurl"}}
 ALLOWED_INTERPRETERS = ("/bin/sh", "/bin/bash")

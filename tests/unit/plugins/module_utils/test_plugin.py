@@ -8,8 +8,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import subprocess
 import tarfile
 import tracemalloc
 
@@ -19,8 +17,9 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils import _plugin_
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import (
-    Limits, Member, canonical_json, open_plugin, parse_manifest, validate_manifest, write_tarball)
+    Limits, canonical_json, open_plugin, parse_manifest, validate_manifest)
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rpmhdr import check_signatures, read_header
+from tests.hostile import crafted
 from tests.unit import rpmhelpers
 
 TOP = rpmhelpers.TOP
@@ -445,56 +444,31 @@ def test_a_bad_keyring_is_named_never_called_not_signed(good_plugin, tmp_path, c
     assert message.startswith(f"{keyring}: ") and "not signed" not in message
 
 
-def _gpg(home: str, *args: str, data: bytes | None = None) -> bytes:
-    return subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", home, "--passphrase", "", *args], input=data,
-                          check=True, capture_output=True).stdout
-
-
 @pytest.fixture(scope="module")
-def expired_key(tmp_path_factory):
-    """A key made in 2020 that expired a day later, its exported public key, and its GnuPG home."""
-    home = str(tmp_path_factory.mktemp("expired") / "gnupg")
-    os.mkdir(home, 0o700)
-    _gpg(home, "--faked-system-time", "20200101T000000", "--quick-gen-key", "Expired Vendor <e@example.com>",
-         "ed25519", "sign", "1d")
-    yield home
-    rpmhelpers.stop_agent(home)
+def expired(tmp_path_factory):
+    return crafted.expired_key(str(tmp_path_factory.mktemp("expired")))
 
 
 def _signed_copy(good_plugin: str, dest: str, signature: bytes) -> str:
-    members = [Member(info.name, data) for info, data in _members(good_plugin) if info.isreg()]
-    write_tarball(dest, members + [Member("manifest.json.asc", signature)], 1700000000)
-    return dest
+    return crafted.PluginParts(good_plugin).write(dest, signature=signature)
 
 
-def test_a_signature_by_an_expired_key_says_so(good_plugin, tmp_path, expired_key):
-    manifest = _members(good_plugin)[0][1]
-    signature = _gpg(expired_key, "--faked-system-time", "20200101T120000", "--armor", "--detach-sign", "--output",
-                     "-", data=manifest)
-    public = tmp_path / "expired.asc"
-    public.write_bytes(_gpg(expired_key, "--armor", "--export"))
+def test_a_signature_by_an_expired_key_says_so(good_plugin, tmp_path, expired):
+    home, public = expired
+    signature = crafted.sign_as_of(home, _members(good_plugin)[0][1])
     plugin = _signed_copy(good_plugin, str(tmp_path / "signed.plugin.tar.gz"), signature)
     _refused(plugin, "member 'manifest.json.asc' refused: bad signature: it was made with the key",
-             "which expired on 2020-01-02", keyring=str(public))
+             "which expired on 2020-01-02", keyring=public)
 
 
 def test_a_revoked_key_verifies_nothing(good_plugin, tmp_path):
     key = rpmhelpers.make_key("Revoked Vendor")
-    home = str(tmp_path / "gnupg")
-    shutil.copytree(key.home, home, ignore=shutil.ignore_patterns("S.*"))
-    try:
-        signature = _gpg(home, "--armor", "--detach-sign", "--output", "-", data=_members(good_plugin)[0][1])
-        with open(os.path.join(home, "openpgp-revocs.d", f"{key.fingerprint}.rev"), "rb") as handle:
-            revocation = handle.read().replace(b":-----BEGIN", b"-----BEGIN")
-        _gpg(home, "--import", data=revocation)
-        public = tmp_path / "revoked.asc"
-        public.write_bytes(_gpg(home, "--armor", "--export", key.fingerprint))
-    finally:
-        rpmhelpers.stop_agent(home)
+    signature = crafted.sign(key, _members(good_plugin)[0][1])
+    _home, public = crafted.revoked_copy(key, str(tmp_path))
     plugin = _signed_copy(good_plugin, str(tmp_path / "signed.plugin.tar.gz"), signature)
-    _refused(plugin, f"bad signature: it was made with the key {key.key_id.lower()}, which is revoked",
-             keyring=str(public))
-    signed = rpmhelpers.signed_rpms(key)
+    _refused(plugin, f"bad signature: it was made with the key {key.key_id.lower()}, which is revoked", keyring=public)
+    open_plugin(plugin, keyring=key.public_key)  # the same signature, before the revocation
+    headers = [read_header(path) for path in rpmhelpers.signed_rpms(key).by_name.values()]
     with pytest.raises(NodePluginError, match=f"signed with key {key.key_id.lower()}, which is revoked"):
-        check_signatures([read_header(path) for path in signed.by_name.values()], str(public))
-    check_signatures([read_header(path) for path in signed.by_name.values()], key.public_key)  # before revocation
+        check_signatures(headers, public)
+    check_signatures(headers, key.public_key)

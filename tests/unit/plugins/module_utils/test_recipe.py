@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import json
 import os
-import sys
-import threading
 import tracemalloc
 
 import pytest
@@ -16,6 +13,7 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _recipe
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._recipe import (
     MAX_RECIPE_BYTES, Recipe, generate_recipe, parse_recipe, read_recipe)
+from tests.hostile.crafted import INCLUDE_SPELLINGS, RecordingServer, host_events, watch_io
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "recipes")
 GOLDEN = sorted(name[:-3] for name in os.listdir(DATA) if name.endswith(".ks"))
@@ -100,84 +98,12 @@ def test_generated_recipe_parses_back():
 
 CANARY_TEXT = "part / --size 7\nbootloader --append canary.secret=3f1d\n"
 
-# Every way we know to make pykickstart reach a file or a URL: shell-style quoting and escaping of
-# the directive, inside and after sections, after an unterminated section, with comments.
-INCLUDE_SPELLINGS = [
-    "%include {x}", "'%include' {x}", '"%include" {x}', '%inc""lude {x}', "%inc''lude {x}", "\\%include {x}",
-    "%include\t{x}", "   %include {x}", "%include '{x}'", '%include "{x}" # a comment', "%include {x} more words",
-    "%ksappend {x}", "'%ksappend' {x}", '%ks""append {x}', " %ksappend {x}", '"%ksappend" {x}',
-    "%post\n%include {x}\n%end", "%pre\n  %include {x}\n%end", "%packages\n%include {x}\n%end",
-    "%post --nochroot\n%include '{x}'\n%end", "%packages\nagent\n%end\n%include {x}",
-    "%post\necho x\n%include {x}", "part / --size 1\n%include {x}", "# %include {x}\n%inc''lude {x}",
-]
-
-
-class _RecordingServer:
-    """A local http server in a thread that serves the canary and records every request it gets."""
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        recorded = self.requests
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server interface
-                recorded.append(self.path)
-                body = CANARY_TEXT.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/canary.ks"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture(scope="module")
 def http_canary():
-    server = _RecordingServer()
+    server = RecordingServer(CANARY_TEXT)
     yield server
     server.close()
-
-
-_IO_EVENTS = ("open", "socket.connect", "socket.getaddrinfo", "subprocess.Popen", "os.system", "os.exec",
-              "os.posix_spawn", "urllib.Request", "shutil.copyfile", "os.listdir", "os.scandir")
-_WATCHED: list[list] = []
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _WATCHED and event in _IO_EVENTS:
-        _WATCHED[-1].append((event, args))
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed; this one records only inside _no_io()
-
-
-class _no_io:  # noqa: N801 - used as a statement: with _no_io() as events
-    """Record every file, network and process event of the block (Python's audit hooks)."""
-
-    def __enter__(self) -> list:
-        _WATCHED.append([])
-        return _WATCHED[-1]
-
-    def __exit__(self, *exc_info) -> None:
-        _WATCHED.pop()
-
-
-def _host_events(events: list) -> list:
-    """The events that are not Python importing its own modules (lazy imports on a first error path)."""
-    roots = tuple({sys.prefix, sys.base_prefix, os.path.dirname(os.__file__)})
-    return [(event, args) for event, args in events
-            if not (event in ("open", "os.listdir", "os.scandir") and isinstance(args[0], str)
-                    and args[0].startswith(roots))]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -195,13 +121,13 @@ def test_no_spelling_of_include_reads_a_file_or_fetches_a_url(spelling, target, 
     canary.write_text(CANARY_TEXT)
     where = str(canary) if target == "file" else http_canary.url
     text = spelling.format(x=where) + "\n"
-    with _no_io() as events:
+    with watch_io() as events:
         with pytest.raises(NodePluginError) as caught:
             parse_recipe(text, source="plugin/recipe.ks")
     message = str(caught.value)
     assert "canary.secret" not in message and "3f1d" not in message
     assert "%include" in message or "%ksappend" in message or "section" in message, message
-    assert _host_events(events) == []
+    assert host_events(events) == []
     assert http_canary.requests == []
 
 
@@ -209,11 +135,11 @@ def test_include_inside_a_script_body_stays_script_text(tmp_path):
     """A quoted '%include' in a script is a shell line for the appliance, never a directive."""
     canary = tmp_path / "canary.ks"
     canary.write_text(CANARY_TEXT)
-    with _no_io() as events:
+    with watch_io() as events:
         recipe = parse_recipe(f"%post\n'%include' {canary}\n%ksappend {canary}\n%end\n")
     assert recipe.scripts[0].body == f"'%include' {canary}\n%ksappend {canary}\n"
     assert recipe.root_size_mib is None and recipe.kernel_args_add == []
-    assert _host_events(events) == []
+    assert host_events(events) == []
 
 
 def test_pykickstart_readers_are_refusals(tmp_path):
@@ -221,20 +147,20 @@ def test_pykickstart_readers_are_refusals(tmp_path):
     canary = tmp_path / "canary.ks"
     canary.write_text(CANARY_TEXT)
     parser = _recipe._SubsetParser(_recipe._SubsetChecks("recipe.ks", ""))
-    with _no_io() as events:
+    with watch_io() as events:
         for call in (parser.readKickstart, parser._handleInclude):
             with pytest.raises(NodePluginError, match="cannot read other files"):
                 call(str(canary))
-    assert _host_events(events) == []
+    assert host_events(events) == []
 
 
 def test_golden_recipes_parse_without_any_io():
     for name in GOLDEN:
         with open(os.path.join(DATA, f"{name}.ks"), encoding="utf-8") as handle:
             text = handle.read()
-        with _no_io() as events:
+        with watch_io() as events:
             parse_recipe(text)
-        assert _host_events(events) == [], name
+        assert host_events(events) == [], name
 
 
 # -- bounded, plain text, messages that quote the recipe safely ------------------------------------
@@ -298,7 +224,7 @@ def test_messages_quote_the_line_escaped_and_bounded():
 
 
 def test_bounds_on_what_a_recipe_may_ask():
-    scripts = "".join("%post\necho x\n%end\n" for _ in range(_recipe.MAX_SCRIPTS))
+    scripts = "%post\necho x\n%end\n" * _recipe.MAX_SCRIPTS
     assert len(parse_recipe(scripts).scripts) == _recipe.MAX_SCRIPTS
     with pytest.raises(NodePluginError, match=f"line {3 * _recipe.MAX_SCRIPTS + 1}: more than"):
         parse_recipe(scripts + "%pre\necho y\n%end\n")
