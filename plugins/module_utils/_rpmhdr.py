@@ -222,7 +222,11 @@ class TemporaryKeyring:
     def __init__(self, keyring: str) -> None:
         content = read_keyring(keyring)
         self.keyring = keyring
-        self.home = tempfile.mkdtemp(prefix="ovirt-plugin-keys-")
+        try:
+            self.home = tempfile.mkdtemp(prefix="ovirt-plugin-keys-")
+        except OSError as exc:
+            raise NodePluginError(f"cannot make a temporary folder for the keyring: {exc.strerror}",
+                                  path=tempfile.gettempdir(), hint="set TMPDIR to a writable folder") from exc
         try:
             self.gnupg_home = os.path.join(self.home, "gnupg")
             os.mkdir(self.gnupg_home, 0o700)

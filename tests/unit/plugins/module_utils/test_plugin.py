@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import tracemalloc
 
 import pytest
@@ -442,6 +443,13 @@ def test_a_bad_keyring_is_named_never_called_not_signed(good_plugin, tmp_path, c
         keyring.write_bytes(b"x" * (5 * 1024 ** 2))
     message = _refused(good_plugin, words, keyring=str(keyring))
     assert message.startswith(f"{keyring}: ") and "not signed" not in message
+
+
+def test_a_missing_tmpdir_is_named_not_a_traceback(good_plugin, key, tmp_path, monkeypatch):
+    missing = str(tmp_path / "no-such-tmpdir")
+    monkeypatch.setattr(tempfile, "tempdir", missing)
+    _refused(good_plugin, f"{missing}: cannot make a temporary folder for the keyring: No such file or directory",
+             keyring=key.public_key)
 
 
 @pytest.fixture(scope="module")
