@@ -22,7 +22,7 @@ from ._errors import NodePluginError
 from ._plugin import (MANIFEST, RECIPE, RPMS_DIR, SIGNATURE, Member, NodeCompat, PackageEntry, PluginArchive,
                       PluginManifest, RecipeEntry, created_now, open_plugin, plugin_file_name,
                       source_date_epoch, tarball_digest, validate_manifest, write_tarball, check_recipe_repos)
-from ._recipe import generate_recipe, parse_recipe
+from ._recipe import generate_recipe, parse_recipe, read_recipe_text
 from ._rpmdeps import InstalledPackage, read_package_list, resolve_closure
 from ._rpmhdr import KINDS, RpmHeader, allowed_paths, check_paths, check_signatures, read_header, sign_detached
 from ._run import StageTimer, run
@@ -131,11 +131,7 @@ def _recipe_text(request: PluginBuildRequest, plugin_names: list[str], shipped: 
                  image_names: set[str]) -> str:
     if not request.recipe:
         return generate_recipe(plugin_names, request.name)
-    try:
-        with open(request.recipe, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NodePluginError(f"cannot read the recipe: {exc}", path=request.recipe) from exc
+    text = read_recipe_text(request.recipe)  # bounded: a device or a huge file is refused, not read whole
     recipe = parse_recipe(text, source=request.recipe)
     check_recipe_repos(recipe, request.recipe)
     unknown = [name for name in recipe.packages if name not in shipped and name not in image_names]

@@ -70,8 +70,6 @@ def test_pack_refuses_odd_recipe_files(case, pack_inputs, content, says):
     assert len(outcome.stderr) < 1000 and "\x1b" not in outcome.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="_packager reads --recipe whole (open().read()): it must read through "
-                                       "_recipe.read_recipe_text, which stops at 1 MiB + 1 byte")
 def test_pack_reads_an_endless_recipe_bounded(case, pack_inputs):
     case.cli(*pack_inputs.args(case.out, "--recipe", "/dev/zero"), says=["the recipe is larger than 1048576 bytes"],
              names=["/dev/zero"], memory_mib=1024)

@@ -137,8 +137,8 @@ def test_records_and_manifests_as_node_users_expect(applied, work):
     assert "vendor-agent 1.0 vendor-agent-1.0-1.noarch" in installed
     assert links["/isolinux/current-manifest-rpm.txt"] == "update1/manifest-rpm.txt"
     assert note.startswith("nochroot saw oVirt Node Hypervisor release 2.5.0")
-    assert record.update == 1 and record.plugins[0]["name"] == "vendor-agent"
-    assert record.inputs_digest == records.inputs_digest(record.base_sha256, [record.plugins[0]["sha256"]],
+    assert record.update == 1 and record.plugins[0].name == "vendor-agent"
+    assert record.inputs_digest == records.inputs_digest(record.base_sha256, [record.plugins[0].sha256],
                                                          record.options)
     root = extract_root_image(applied.path, str(work / "root"))
     assert os.path.getsize(root) == 96 * 1024 * 1024  # part / --size 96 grew the 64 MiB image
