@@ -4,6 +4,22 @@
 
 from __future__ import annotations
 
+# How much of an input a message may quote.
+QUOTE_LIMIT = 120
+
+
+def quote(text: object, limit: int = 2 * QUOTE_LIMIT) -> str:
+    """Text from outside (hostile input, tools' messages) fit for a message: non-printable characters
+    escaped, at most ``limit`` characters shown, and how many more there were."""
+    value = str(text)
+    shown = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in value[:limit])
+    return shown + (f"... ({len(value) - limit} more characters)" if len(value) > limit else "")
+
+
+def excerpt(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``quote`` in single quotes, for a line or a word of an input."""
+    return f"'{quote(text, limit)}'"
+
 
 class NodePluginError(Exception):
     """A failure the user can act on: what went wrong, where, and what to do about it."""

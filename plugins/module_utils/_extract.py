@@ -25,6 +25,7 @@ from ._isomd5 import read_field
 from ._liveos import extract_root_image, inspect_live_os
 from ._nodeinfo import node_info
 from ._nodeiso import NodeIso
+from ._outputs import read_small_json
 from ._rpmdb import image_packages_from_root_image, installed_plugins
 from ._run import StageTimer
 
@@ -67,11 +68,7 @@ def _md5_state(iso: str, verify: bool) -> dict:
 
 
 def _read_stamp(folder: str) -> dict | None:
-    try:
-        with open(os.path.join(folder, STAMP), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
+    return read_small_json(os.path.join(folder, STAMP))
 
 
 def _check_destination(folder: str, option: str) -> None:

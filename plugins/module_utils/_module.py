@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn, Protocol, TypeVar
 
-from ._errors import NodePluginError
+from ._errors import NodePluginError, quote
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
@@ -58,7 +58,6 @@ OPTIONAL_LIBRARIES: dict[str, OptionalLibrary] = {
     "pykickstart": OptionalLibrary("pykickstart", "to parse plugin recipes", "pip install pykickstart"),
 }
 
-_QUOTE_LIMIT = 200
 # File systems of the kernel that hold no user files: a destination there can never work.
 _PSEUDO_FILE_SYSTEMS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs",
                                   "pstore", "bpf", "configfs", "efivarfs", "fusectl", "binfmt_misc", "mqueue"})
@@ -72,12 +71,6 @@ class Failure:
     message: str
     bug: bool = False  # an unexpected exception: the front end says how to report it and keeps the traceback
     interrupted: bool = False
-
-
-def quote(text: object, limit: int = _QUOTE_LIMIT) -> str:
-    """Text from outside (exception text, paths from inputs) made safe to show: printable and bounded."""
-    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
-    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def missing_libraries(names: Iterable[str]) -> list[tuple[str, str]]:

@@ -105,6 +105,33 @@ def clean_stale(dest: str) -> list[str]:
     return removed
 
 
+def read_small_json(path: str, limit: int = 1 << 20) -> dict | None:
+    """A JSON object this tool wrote (a stamp, a report), or None when the file is missing, too big,
+    not JSON, nested beyond reason, or not an object: such a file is not ours, whatever it says."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+        if len(raw) > limit:
+            return None
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_writable_folder(path: str, what: str) -> None:
+    """Refuse, before any work, an output whose folder is missing or cannot take a new file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise NodePluginError(f"the {what}'s folder does not exist", path=folder, hint="create it first")
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.probe-{os.getpid()}-")
+        probe.close()
+    except OSError as exc:
+        raise NodePluginError(f"the {what} cannot be written: {exc.strerror}", path=folder,
+                              hint=_os_hint(exc)) from exc
+
+
 def check_tmpdir() -> None:
     """Refuse a TMPDIR that is not a writable folder (tools fail on it later with misleading messages)."""
     folder = os.environ.get("TMPDIR")

@@ -42,6 +42,7 @@ from ._errors import NodePluginError
 from ._iso import IsoReader
 from ._nodeinfo import iso_version_fields
 from ._nodeiso import NodeIso
+from ._outputs import read_small_json
 from ._run import StageTimer, require_tool, run
 
 PXELINUX = "/usr/lib/PXELINUX/pxelinux.0"
@@ -407,12 +408,7 @@ def _stamp(request: PxeTreeRequest, iso_sha256: str) -> dict:
 
 
 def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
+    return read_small_json(path)
 
 
 def read_sums(path: str) -> dict[str, str]:

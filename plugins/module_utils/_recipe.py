@@ -25,7 +25,7 @@ import shlex
 import warnings
 from dataclasses import dataclass, field
 
-from ._errors import NodePluginError
+from ._errors import QUOTE_LIMIT, NodePluginError, excerpt, quote
 
 try:
     from pykickstart.errors import KickstartError
@@ -59,25 +59,11 @@ PACKAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # the manifest's pack
 # pykickstart splits lines at these (str.splitlines), editors and people do not: refused, as are
 # other control characters. Tab and newline are the only ones a recipe needs.
 _FORBIDDEN_CHARACTER = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-_QUOTE_LIMIT = 120
 
 
-def _escape(text: str) -> str:
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
-
-
-def _more(text: str, limit: int) -> str:
-    return f"... ({len(text) - limit} more characters)" if len(text) > limit else ""
-
-
-def excerpt(text: str, limit: int = _QUOTE_LIMIT) -> str:
-    """``text`` fit for a message: quoted, non-printable characters escaped, at most ``limit`` characters shown."""
-    return f"'{_escape(text[:limit])}'{_more(text, limit)}"
-
-
-def bounded(text: str, limit: int = 2 * _QUOTE_LIMIT) -> str:
+def bounded(text: str, limit: int = 2 * QUOTE_LIMIT) -> str:
     """A message from elsewhere that may quote hostile input (pykickstart, tarfile, jsonschema): escaped, shortened."""
-    return _escape(text[:limit]) + _more(text, limit)
+    return quote(text, limit)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError, SSLValidationError, open_url
 
-from ._errors import NodePluginError
+from ._errors import NodePluginError, excerpt
 
 try:
     import solv
@@ -99,8 +99,8 @@ def parse_package_list(text: str, source: str = "package list") -> list[Installe
     if stripped.startswith("[") or stripped.startswith("{"):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise NodePluginError(f"not valid JSON ({exc})", path=source) from exc
+        except (ValueError, RecursionError) as exc:
+            raise NodePluginError(f"not valid JSON ({excerpt(exc)})", path=source) from exc
         if isinstance(data, dict):
             data = data.get("packages", [])
         try:
@@ -119,7 +119,7 @@ def parse_package_list(text: str, source: str = "package list") -> list[Installe
             continue
         match = _NVRA.match(entry)
         if not match:
-            raise NodePluginError(f"line {number}: '{line.strip()}' is not name-version-release.arch",
+            raise NodePluginError(f"line {number}: {excerpt(line.strip())} is not name-version-release.arch",
                                   path=source, hint="use isolinux/manifest-rpm.txt of the ISO or 'rpm -qa' output")
         epoch = match.group("epoch")
         packages.append(InstalledPackage(match.group("name"), int(epoch) if epoch else None,
@@ -129,12 +129,25 @@ def parse_package_list(text: str, source: str = "package list") -> list[Installe
     return packages
 
 
+# A real Node lists a few hundred packages (a JSON list with file lists: some tens of MiB).
+MAX_PACKAGE_LIST_BYTES = 256 << 20
+
+
 def read_package_list(path: str) -> list[InstalledPackage]:
+    """Read a package list file (at most MAX_PACKAGE_LIST_BYTES, UTF-8); see parse_package_list."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_package_list(handle.read(), source=path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NodePluginError(f"cannot read the package list: {exc}", path=path) from exc
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_PACKAGE_LIST_BYTES + 1)
+    except OSError as exc:
+        raise NodePluginError(f"cannot read the package list: {exc.strerror or exc}", path=path) from exc
+    if len(raw) > MAX_PACKAGE_LIST_BYTES:
+        raise NodePluginError(f"the package list is larger than {MAX_PACKAGE_LIST_BYTES} bytes", path=path,
+                              hint="give isolinux/manifest-rpm.txt of the ISO, 'rpm -qa' output, or its JSON form")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NodePluginError(f"the package list is not UTF-8 text (byte {exc.start})", path=path) from exc
+    return parse_package_list(text, source=path)
 
 
 def _dep(pool, text: str):

@@ -44,7 +44,7 @@ from ._isomd5 import check as check_md5
 from ._isotree import TreeReference, account, tree_reference
 from ._liveos import extract_root_image
 from ._nodeiso import NodeIso
-from ._outputs import check_distinct, check_tmpdir, clean_stale
+from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale, read_small_json
 from ._rootfs import RootImageSession
 from ._rpmhdr import ALLOWED_PATHS, allowed_paths, path_allowed, sign_detached
 from ._run import StageTimer
@@ -152,8 +152,9 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
                     "report's signature": f"{request.report}.asc" if request.report and request.sign_key else None},
                    {"ISO to certify": request.src, "base ISO": request.base,
                     **{f"plugin {path}": path for path in request.plugins}})
-    if request.report:
+    if request.report and not request.check_mode:
         clean_stale(request.report)
+        check_writable_folder(request.report, "report")
     check_tmpdir()
     timer = StageTimer()
     say = progress or (lambda _stage: None)
@@ -606,12 +607,8 @@ def report_document(request: VerifyRequest, sha256: str, checks: list[Check], ce
 
 def read_report(path: str) -> dict | None:
     """A report written by _write_report, or None when there is none or it is not one."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except (OSError, ValueError, RecursionError):
-        return None
-    return document if isinstance(document, dict) and document.get("format") == 1 else None
+    document = read_small_json(path, limit=64 << 20)
+    return document if document is not None and document.get("format") == 1 else None
 
 
 def report_still_holds(request: VerifyRequest, document: dict | None, iso_sha256: str) -> bool:

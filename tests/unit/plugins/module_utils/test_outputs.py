@@ -77,3 +77,24 @@ def test_a_missing_tmpdir_is_named_as_such(tmp_path, monkeypatch):
         check_tmpdir()
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     check_tmpdir()
+
+
+def test_stamps_and_reports_that_are_not_ours_read_as_none(tmp_path):
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._outputs import read_small_json
+    cases = {"deep": b"[" * 200_000, "big": b'{"a": "' + b"x" * (2 << 20) + b'"}', "list": b"[1, 2]",
+             "binary": b"\xff\xfe", "fine": b'{"format": 1}'}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    assert {name: read_small_json(str(tmp_path / name)) for name in cases} == {
+        "deep": None, "big": None, "list": None, "binary": None, "fine": {"format": 1}}
+    assert read_small_json(str(tmp_path / "missing")) is None
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path):
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._outputs import check_writable_folder
+    with pytest.raises(NodePluginError, match="report's folder does not exist"):
+        check_writable_folder(str(tmp_path / "missing" / "r.json"), "report")
+    with pytest.raises(NodePluginError, match="report cannot be written"):
+        check_writable_folder("/proc/r.json", "report")
+    check_writable_folder(str(tmp_path / "r.json"), "report")
+    assert os.listdir(tmp_path) == []
