@@ -1184,18 +1184,15 @@ class BlocksFromSource(Mapping[int, bytes]):
         self.source = source
         self.block_size = block_size
         self.indices = sorted(set(indices))
+        self._members = set(self.indices)
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._members  # without reading the block, as Mapping's default would
 
     def __getitem__(self, index: int) -> bytes:
-        if index not in self._index_set:
+        if index not in self._members:
             raise KeyError(index)
         return self.source.read(index * self.block_size, self.block_size)
-
-    @property
-    def _index_set(self) -> set[int]:
-        found = self.__dict__.get("_set")
-        if found is None:
-            found = self.__dict__["_set"] = set(self.indices)
-        return found
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -1499,10 +1496,12 @@ def rewrite_squashfs(base: ByteSource, out_path: str, file_path: str, changed: M
     """Write to ``out_path`` the squashfs ``base`` with the regular file ``file_path`` changed.
 
     ``changed`` maps block indices (of ``block_size`` bytes) to their new content, exactly as long as the
-    block is in a file of ``new_size`` bytes (default: unchanged); blocks not in it keep the base's
-    content, zero-extended where the file grows. Unchanged blocks are copied verbatim, all-zero blocks
-    become sparse, the rest are compressed by mksquashfs with the base's compressor and options.
-    ``mkfs_time`` defaults to SOURCE_DATE_EPOCH, else now; ``file_mtime`` sets the file's mtime (default:
+    block is in a file of ``new_size`` bytes (default: unchanged; larger or smaller both work); blocks not
+    in it keep the base's content, zero-extended where the file grows, cut where it shrinks (a tail that
+    changes, or a tail of a file that changes size, leaves its fragment and becomes a block of its own).
+    Unchanged blocks are copied verbatim, all-zero blocks become sparse, the rest are compressed by
+    mksquashfs with the base's compressor and options (``compare_changed``: a "changed" block equal to the
+    base's is copied too). ``mkfs_time`` defaults to SOURCE_DATE_EPOCH, else now; ``file_mtime`` sets the file's mtime (default:
     the base's); ``all_time`` sets every inode's mtime like ``mksquashfs -all-time``. The image is written
     next to ``out_path`` and renamed into place. Raises IncrementalUnsupported for what it cannot do.
     """
