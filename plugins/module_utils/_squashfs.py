@@ -1501,9 +1501,10 @@ def rewrite_squashfs(base: ByteSource, out_path: str, file_path: str, changed: M
     changes, or a tail of a file that changes size, leaves its fragment and becomes a block of its own).
     Unchanged blocks are copied verbatim, all-zero blocks become sparse, the rest are compressed by
     mksquashfs with the base's compressor and options (``compare_changed``: a "changed" block equal to the
-    base's is copied too). ``mkfs_time`` defaults to SOURCE_DATE_EPOCH, else now; ``file_mtime`` sets the file's mtime (default:
-    the base's); ``all_time`` sets every inode's mtime like ``mksquashfs -all-time``. The image is written
-    next to ``out_path`` and renamed into place. Raises IncrementalUnsupported for what it cannot do.
+    base's is copied too). ``mkfs_time`` defaults to SOURCE_DATE_EPOCH, else now; ``file_mtime`` sets the
+    file's mtime (default: the base's); ``all_time`` sets every inode's mtime like ``mksquashfs -all-time``.
+    The image is written next to ``out_path`` and renamed into place. Raises IncrementalUnsupported for
+    what it cannot do.
     """
     timer = StageTimer()
     directory = os.path.dirname(os.path.abspath(out_path))
