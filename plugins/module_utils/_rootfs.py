@@ -17,7 +17,7 @@ a launch costs 5-15 s under TCG, so callers share one session per build.
 The root image is a raw file, or any ``ByteSource`` (a root image read lazily out of its squashfs):
 a source is served to the appliance over NBD, read-only. A writable session over a source writes
 into a qcow2 overlay whose clusters are the squashfs blocks, and says afterwards which blocks
-changed (``changes``); a read-only one lets libguestfs discard the writes in its own overlay.
+changed (``changes``); a read-only one gets a throwaway overlay, removed at close.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ class RootImageSession:
         if self.grow_to_mib:
             size = self._grown_size(size, self.grow_to_mib)
         create_overlay(self.overlay, export.uri, size=size, block_size=self.block_size)
-        # The format must be given: probing a qcow2 over an NBD backing is refused.
+        # Format given, never probed: the header of a file must not decide how it is opened.
         g.add_drive_opts(self.overlay, format="qcow2", readonly=False)
 
     def _add_drive(self, g, image: str | ByteSource, *, label: str, readonly: bool) -> None:

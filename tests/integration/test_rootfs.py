@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._blockio import FileRegion
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import (
     INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk)
@@ -94,3 +95,33 @@ def test_shrinking_is_refused(tmp_path):
     _make_root_image(image, size_mib=16)
     with pytest.raises(NodePluginError, match="shrinking"):
         RootImageSession(image, grow_to_mib=8).launch()
+
+
+def test_a_session_over_a_source_grows_the_overlay_and_leaves_the_image_alone(tmp_path):
+    image = str(tmp_path / "root.img")
+    _make_root_image(image)
+    with open(image, "rb") as handle:
+        before = handle.read()
+    overlay = str(tmp_path / "root.qcow2")
+    with FileRegion(image) as source:
+        with RootImageSession(source, overlay=overlay, grow_to_mib=48, block_size=65536) as opened:
+            result = opened.run(["sh", "-c", "echo through-nbd > /etc/added; df -k / | tail -1"])
+    assert result.ok, result.output
+    assert int(result.output.split()[1]) > 36 * 1024  # resize2fs saw the grown virtual size
+    changes = opened.changes
+    assert (changes.base_size, changes.size, changes.block_size) == (32 * 2**20, 48 * 2**20, 65536)
+    assert changes.blocks and len(changes.blocks) < changes.block_count
+    with open(image, "rb") as handle:
+        assert handle.read() == before  # every write went to the overlay
+
+
+def test_a_source_is_never_shrunk_nor_written_without_an_overlay(tmp_path):
+    image = str(tmp_path / "small.img")
+    _make_root_image(image, size_mib=16)
+    with FileRegion(image) as source:
+        with pytest.raises(NodePluginError, match="shrinking"):
+            RootImageSession(source, overlay=str(tmp_path / "o.qcow2"), grow_to_mib=8).launch()
+        with pytest.raises(ValueError, match="needs an overlay"):
+            RootImageSession(source)
+    with pytest.raises(ValueError, match="only over a ByteSource"):
+        RootImageSession(image, overlay=str(tmp_path / "o.qcow2"))
