@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ._blockio import ByteSource, FileRegion
-from ._errors import NodePluginError
+from ._errors import NodePluginError, quote
 from ._reproducible import source_date_epoch
 from ._run import StageTimer, run
 
@@ -124,9 +124,9 @@ if HAS_LZO:
 _DAMAGED_HINT = "the squashfs is damaged or was not made by squashfs-tools 4; use the original ISO"
 
 
-def _quote(raw: bytes, limit: int = 80) -> str:
-    """A name from an image, safe and bounded for a message."""
-    return repr(raw[:limit] + (b"..." if len(raw) > limit else b""))[1:]
+def _name(raw: bytes) -> str:
+    """A name from an image, fit for a message."""
+    return quote(os.fsdecode(raw), 80)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -975,11 +975,11 @@ class SquashfsImage:
                 if len(raw) != name_size + 1 or name_size >= 256:
                     raise self.damaged("directory table", f"{where}: a name is cut short")
                 if b"/" in raw or b"\0" in raw or raw in (b".", b".."):
-                    raise self.damaged("directory table", f"{where} holds the name {_quote(raw)}")
+                    raise self.damaged("directory table", f"{where} holds the name {_name(raw)}")
                 number = base_number + delta
                 if not DIR <= kind <= SOCKET or offset >= METADATA_SIZE or \
                         not 1 <= number <= self.superblock.inode_count:
-                    raise self.damaged("directory table", f"{where}: entry {_quote(raw)} has type {kind}, inode "
+                    raise self.damaged("directory table", f"{where}: entry {_name(raw)} has type {kind}, inode "
                                                           f"{number}, offset {offset}")
                 entries.append(DirEntry(name=os.fsdecode(raw), raw_name=raw, ref=start_block << 16 | offset,
                                         number=number, type=kind))
@@ -989,7 +989,7 @@ class SquashfsImage:
         """The inode a directory entry names, checked against the entry's type and number."""
         inode = self.inode(entry.ref)
         if inode.basic_type != entry.type or inode.number != entry.number:
-            raise self.damaged("directory table", f"entry {_quote(entry.raw_name)} says {KINDS[entry.type]} "
+            raise self.damaged("directory table", f"entry {_name(entry.raw_name)} says {KINDS[entry.type]} "
                                                   f"{entry.number}, its inode is {inode.kind} {inode.number}")
         return inode
 
@@ -1017,7 +1017,7 @@ class SquashfsImage:
             yield SquashfsEntry(path, inode)
             if inode.is_dir:
                 if inode.ref in seen_dirs or inode.number in seen_numbers:
-                    raise self.damaged("directory table", f"the directory {path[:200]!r} appears twice (a loop)")
+                    raise self.damaged("directory table", f"the directory {quote(path)} appears twice (a loop)")
                 if len(stack) >= MAX_DEPTH:
                     raise self.damaged("directory table", f"directories nest deeper than {MAX_DEPTH} levels")
                 seen_dirs.add(inode.ref)
@@ -1030,12 +1030,13 @@ class SquashfsImage:
         walked = "/"
         for part in (part for part in path.split("/") if part):
             if not inode.is_dir:
-                raise NodePluginError(f"{walked} is a {inode.kind}, not a directory, in the squashfs", path=self.name)
+                raise NodePluginError(f"{quote(walked)} is a {inode.kind}, not a directory, in the squashfs",
+                                      path=self.name)
             wanted = os.fsencode(part)
             match = next((entry for entry in self.listdir(inode) if entry.raw_name == wanted), None)
             if match is None:
-                raise NodePluginError(f"{path[:200]} does not exist in the squashfs", path=self.name,
-                                      hint=f"{walked} holds no {part[:100]!r}")
+                raise NodePluginError(f"{quote(path)} does not exist in the squashfs", path=self.name,
+                                      hint=f"{quote(walked)} holds no {quote(part, 100)}")
             inode = self.entry_inode(match)
             walked = f"{walked.rstrip('/')}/{part}"
         return inode
@@ -1386,7 +1387,7 @@ def _check_other_files(image: SquashfsImage, target: SquashfsInode, run_start: i
         if not len(blocks) or blocks.end == inode.blocks_start:
             continue
         if inode.blocks_start < run_end and blocks.end > run_start:
-            raise IncrementalUnsupported(f"{entry.path[:200]} shares data blocks with the file being rewritten "
+            raise IncrementalUnsupported(f"{quote(entry.path)} shares data blocks with the file being rewritten "
                                          f"(a duplicate file)", path=image.name)
     for number, fragment in enumerate(image.fragments):
         if fragment.start < run_end and fragment.start + fragment.stored_size > run_start:
@@ -1466,7 +1467,8 @@ def _compress_blocks(image: SquashfsImage, plan: _Plan, raw_path: str, workdir: 
     if result.returncode != 0:
         stderr = (result.stderr or b"").decode("utf-8", "replace").strip()
         raise IncrementalUnsupported(f"mksquashfs cannot compress with the base's options "
-                                     f"({' '.join(options.mksquashfs_args())}): {stderr[-300:]}", path=image.name)
+                                     f"({' '.join(options.mksquashfs_args())}): {quote(stderr[-300:])}",
+                                     path=image.name)
     packed = SquashfsImage(FileRegion(packed_path), name=packed_path, cache_bytes=0)
     if packed.compressor_options != options:
         packed.source.close()  # type: ignore[attr-defined]
@@ -1515,7 +1517,7 @@ def rewrite_squashfs(base: ByteSource, out_path: str, file_path: str, changed: M
             image = SquashfsImage(base, name=base_name, cache_bytes=8 << 20)
             target = image.lookup(file_path)
             if not target.is_file:
-                raise IncrementalUnsupported(f"{file_path[:200]} is a {target.kind}, not a regular file",
+                raise IncrementalUnsupported(f"{quote(file_path)} is a {target.kind}, not a regular file",
                                              path=base_name)
             size = target.file_size if new_size is None else new_size
             if size < 0:
@@ -1670,7 +1672,7 @@ def _write_tables(image: SquashfsImage, plan: _Plan, delta: int, out, workdir: s
         child = image.entry_inode(entry)
         if child.is_dir:
             if child.ref in seen_dirs or len(stack) >= MAX_DEPTH:
-                raise image.damaged("directory table", f"the directory {entry.name[:100]!r} appears twice (a loop)")
+                raise image.damaged("directory table", f"the directory {quote(entry.name)} appears twice (a loop)")
             seen_dirs.add(child.ref)
             stack.append((child, image.listdir(child), 0, []))
             continue
@@ -1746,7 +1748,7 @@ def changed_file_blocks(base: SquashfsImage, new: SquashfsImage, path: str) -> l
     blocks and a changed fragment tail included): what a verifier must decompress, and nothing else."""
     old_inode, new_inode = base.lookup(path), new.lookup(path)
     if not old_inode.is_file or not new_inode.is_file:
-        raise NodePluginError(f"{path[:200]} is not a regular file in both images", path=new.name)
+        raise NodePluginError(f"{quote(path)} is not a regular file in both images", path=new.name)
     block_size = new.superblock.block_size
     if base.superblock.block_size != block_size:
         raise NodePluginError(f"the images have different block sizes ({base.superblock.block_size} and "
