@@ -52,8 +52,8 @@ def _mksquashfs(tree: str, out: str, *args: str) -> bytes:
 def tree(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("squashfs-tree")
     (root / "LiveOS").mkdir()
-    (root / "LiveOS" / "rootfs.img").write_bytes(hashlib.shake_256(b"root").digest(150000) + bytes(140000)
-                                                  + b"text " * 20000)
+    root_image = hashlib.shake_256(b"root").digest(150000) + bytes(140000) + b"text " * 20000
+    (root / "LiveOS" / "rootfs.img").write_bytes(root_image)
     (root / "loopdir").mkdir()
     (root / "loopdir" / "only").write_text("the only entry\n")
     (root / "many").mkdir()
