@@ -13,41 +13,17 @@ import dataclasses
 import os
 import re
 import shutil
-import struct
 import tempfile
 
 from ._errors import NodePluginError
 from ._iso import IsoReader, opened
 from ._run import run
+from ._squashfs import SUPERBLOCK_SIZE, SquashfsSuperblock, parse_superblock
 
 SQUASHFS_PATH = "/LiveOS/squashfs.img"
 OSMIN_PATH = "/LiveOS/osmin.img"
 ROOT_IMAGE_NAMES = ("ext3fs.img", "rootfs.img")
-SUPERBLOCK_SIZE = 96
-SQUASHFS_MAGIC = b"hsqs"
-COMPRESSORS = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
-_SUPERBLOCK = struct.Struct("<4sIIIIHHHHHHQQQQQQQQ")
 _MAX_LINKS = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class SquashfsSuperblock:
-    """The fields of a squashfs 4.0 superblock that a rebuild must keep (compressor, block size)."""
-
-    inode_count: int
-    mkfs_time: int
-    block_size: int
-    fragment_count: int
-    compression_id: int
-    block_log: int
-    flags: int
-    id_count: int
-    version: str
-    bytes_used: int
-
-    @property
-    def compressor(self) -> str:
-        return COMPRESSORS.get(self.compression_id, f"unknown({self.compression_id})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,24 +53,6 @@ class RootDirEntry:
     @property
     def is_file(self) -> bool:
         return self.mode & 0o170000 == 0o100000
-
-
-def parse_superblock(data: bytes, *, source: str = "squashfs.img") -> SquashfsSuperblock:
-    """Parse the first 96 bytes of a squashfs image; raise naming ``source`` when it is not one."""
-    if len(data) < SUPERBLOCK_SIZE or data[:4] != SQUASHFS_MAGIC:
-        raise NodePluginError("not a squashfs image (no 'hsqs' magic at its start)", path=source,
-                              hint="the ISO's LiveOS/squashfs.img is damaged or of another kind; use the original ISO")
-    (_magic, inodes, mkfs_time, block_size, fragments, compression, block_log, flags, ids, major, minor,
-     _root_inode, bytes_used, *_tables) = _SUPERBLOCK.unpack_from(data)
-    if major != 4:
-        raise NodePluginError(f"squashfs version {major}.{minor} is not supported (only 4.x)", path=source,
-                              hint="rebuild the image with squashfs-tools 4")
-    if block_size != 1 << block_log:
-        raise NodePluginError(f"inconsistent squashfs superblock (block size {block_size}, log {block_log})",
-                              path=source, hint="the image is damaged; use the original ISO")
-    return SquashfsSuperblock(inode_count=inodes, mkfs_time=mkfs_time, block_size=block_size,
-                              fragment_count=fragments, compression_id=compression, block_log=block_log,
-                              flags=flags, id_count=ids, version=f"{major}.{minor}", bytes_used=bytes_used)
 
 
 def _require_squashfs(reader: IsoReader) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
-import datetime
 import itertools
 import lzma
 import os
@@ -154,10 +153,6 @@ class SquashfsSuperblock:
     @property
     def compressor(self) -> str:
         return COMPRESSORS.get(self.compression_id, f"unknown({self.compression_id})")
-
-    @property
-    def mkfs_date(self) -> str:
-        return datetime.datetime.fromtimestamp(self.mkfs_time, datetime.timezone.utc).isoformat()
 
     @property
     def has_compressor_options(self) -> bool:
