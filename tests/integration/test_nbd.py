@@ -17,8 +17,10 @@ import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._blockio import FileRegion
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import extract_root_image, read_root_file
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import (
+    extract_root_image, read_root_file, squashfs_extent)
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import RootImageSession
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._squashfs import SquashfsImage
 
 LABEL = "the root image LiveOS/ext3fs.img"
 BASE_MOUNT = "/mnt/base"
@@ -145,3 +147,22 @@ def test_an_unreadable_source_fails_the_session_naming_the_block(root_image, tmp
     message = str(caught.value)
     assert "the appliance could not read block" in message and LABEL in message
     assert "ended early" in message
+
+
+def test_a_corrupted_squashfs_block_is_named_after_the_session(node_iso, tmp_path):
+    """The lazy path end to end: ISO -> squashfs -> root image over NBD; one damaged compressed block."""
+    iso = str(tmp_path / "damaged.iso")
+    shutil.copyfile(node_iso.iso, iso)
+    offset, size = squashfs_extent(iso)
+    with FileRegion(iso, offset, size) as squashfs_bytes:
+        first = SquashfsImage(squashfs_bytes).open_file("LiveOS/ext3fs.img").blocks[0]
+    with open(iso, "r+b") as handle:  # the ext superblock's block: every mount reads it
+        handle.seek(offset + first.offset + first.stored_size // 2)
+        handle.write(b"\xde\xad\xbe\xef" * 8)
+    with FileRegion(iso, offset, size) as squashfs_bytes, pytest.raises(NodePluginError) as caught:
+        root = SquashfsImage(squashfs_bytes, name="LiveOS/squashfs.img").open_file("LiveOS/ext3fs.img")
+        with RootImageSession(root, readonly=True, label=LABEL, block_size=node_iso.squashfs_block_size):
+            pass
+    message = str(caught.value)
+    assert f"the appliance could not read block 0 (of {node_iso.squashfs_block_size} bytes) of {LABEL}" in message
+    assert "squashfs" in message
