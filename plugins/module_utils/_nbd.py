@@ -180,6 +180,7 @@ class NbdExport:
         """Create the socket folder, listen, and serve in background threads."""
         if self._folder is not None:
             return
+        self._closing.clear()
         self._folder = _private_socket_dir()
         try:
             self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -436,7 +436,8 @@ class RootImageSession:
                               'done; exit 1'])
             if not probe.ok:
                 raise NodePluginError("the image has no working rpm", path=self.label,
-                                      hint="plugins are installed with the image's own rpm; this image cannot take them")
+                                      hint="plugins are installed with the image's own rpm; "
+                                           "this image cannot take them")
             self._rpm = probe.output.strip().splitlines()[-1]
         return self._rpm
 

@@ -123,8 +123,8 @@ def test_a_readonly_session_over_nbd_sees_what_the_raw_file_session_sees(root_im
             scratch = session.run(["sh", "-c", "echo scratch > /var/tmp/scratch && cat /var/tmp/scratch"])
     nbd_total = time.monotonic() - started
     stats = session.root_export.stats
-    print(f"\n[measure] launch + rpm -qa, raw file: {raw_total:.1f} s (launch {launched_raw:.1f} s, rpm {raw_rpm:.1f} s), "
-          f"{os.path.getsize(root_image) / 2**20:.0f} MiB image")
+    print(f"\n[measure] launch + rpm -qa, raw file: {raw_total:.1f} s (launch {launched_raw:.1f} s, "
+          f"rpm {raw_rpm:.1f} s), {os.path.getsize(root_image) / 2**20:.0f} MiB image")
     print(f"[measure] launch + rpm -qa, NBD from a FileRegion (and the base as a second export): {nbd_total:.1f} s "
           f"(launch {launched_nbd:.1f} s, rpm {nbd_rpm:.1f} s); root image: {stats.bytes_served / 2**20:.1f} MiB "
           f"served in {stats.read_requests} reads over {stats.connections} connections, "
