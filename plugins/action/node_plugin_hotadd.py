@@ -30,8 +30,9 @@ class _TaskConnection:
         self.target = target
 
     def run(self, command: str) -> ShellOutcome:
-        # sudoable=False: no become, and no tty, so stdout and stderr stay apart.
-        done = self._action._low_level_execute_command(command, sudoable=False)
+        # sudoable=False: no become, and no tty, so stdout and stderr stay apart. Ansible appends
+        # "&& sleep 0" to the command: a final newline would leave that on a line of its own.
+        done = self._action._low_level_execute_command(command.rstrip("\n"), sudoable=False)
         status = done.get("rc")
         return ShellOutcome(255 if status is None else int(status), done.get("stdout", ""), done.get("stderr", ""))
 

@@ -241,7 +241,7 @@ def _facts_command(names: Sequence[str], paths: Sequence[str]) -> str:
         record = shlex.quote(f"{RECORDS_DIR}/{name}")
         lines.append(f"if [ -f {record} ]; then echo; echo '{_MARK} record {name}'; head -c 4096 {record}; fi")
     lines.append(f"echo; echo '{_MARK} end'")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)  # no final newline: Ansible appends "&& sleep 0" to a command
 
 
 def _installed(text: str) -> dict[str, InstalledRpm]:

@@ -137,10 +137,12 @@ def check_declared(plugin: str, paths: Iterable[str], where: str | None = None) 
 
 
 def persist_command(plugin: str, paths: Sequence[str]) -> str:
-    """A shell command that persists ``paths`` of ``plugin`` on a running Node (see parse_outcomes)."""
+    """A shell command that persists ``paths`` of ``plugin`` on a running Node (see parse_outcomes).
+
+    No here-document and no final newline: Ansible appends ``&& sleep 0`` to the command it is given.
+    """
     check_declared(plugin, paths)
-    listing = "".join(f"{path}\n" for path in paths)
-    return f"{PERSIST_FUNCTION}persist_declared {plugin} <<'OVIRT_PLUGINS_PERSIST'\n{listing}OVIRT_PLUGINS_PERSIST\n"
+    return f"{PERSIST_FUNCTION}printf '%s\\n' {' '.join(paths)} | persist_declared {plugin}"
 
 
 def parse_outcomes(output: str) -> list[PersistOutcome]:

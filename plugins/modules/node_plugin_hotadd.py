@@ -24,7 +24,8 @@ description:
     C(/etc/system-release)). Refuses, before changing anything, a recipe that uses what a running
     Node cannot take (V(part), V(bootloader), C(%pre), C(%post --nochroot)), naming each directive;
     a Node ISO rebuilt with the plugin (M(ovirt.node_plugins.node_plugin_apply)) carries it.
-  - What it installs lasts until the Node reboots; only a rebuilt ISO keeps it. The plugin's
+  - What it installs lasts until the Node reboots; only a rebuilt ISO keeps it (the task's C(msg)
+    says what changed and for how long). The plugin's
     declared C(persist) paths are persisted through the Node's own C(persist) command when the
     Node is stateful (a config volume at C(/config)), so an edit of them survives a reboot; on a
     stateless Node the result and a warning say which paths are not kept.
@@ -114,10 +115,6 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-msg:
-  description: What changed on the Node and how long it lasts.
-  returned: always
-  type: str
 reason:
   description: V(hot-added), V(would hot-add), V(already hot-added ...) or what was completed.
   returned: always
