@@ -8,13 +8,16 @@ Named stages, each ``stage(inputs) -> output`` with a typed output, timed, in th
   plan      -> Plan         the output's path, the inputs' digest, the update number, the boot
                             configs edited (BIOS, UEFI tree, inside efiboot.img) and every entry's
                             kernel arguments before/after; check and diff mode stop here
-  extract   -> Extracted    the root image out of the squashfs, the plugins' verified members, the
-                            RPMs each plugin installs (allowed paths checked), the ISO tree for
-                            nochroot scripts
-  image     -> ImageEdit    one libguestfs appliance: resize, %pre, rpm install with the image's own
-                            rpm, %post, records, manifests, (Edited), SELinux relabel; vendor code
-                            never runs on the host
-  squashfs  -> str          repacked with the base's compressor and block size
+  extract   -> Extracted    the root image as a lazily read file of the base's squashfs (nothing is
+                            unpacked), the plugins' verified members, the RPMs each plugin installs
+                            (allowed paths checked), the ISO tree for nochroot scripts
+  image     -> ImageEdit    one libguestfs appliance on the root image served over NBD under a qcow2
+                            overlay (every write lands there, one cluster per squashfs block): resize,
+                            %pre, rpm install with the image's own rpm, %post, records, manifests,
+                            (Edited), SELinux relabel; vendor code never runs on the host
+  squashfs  -> Repacked     the base's compressed blocks copied, only the blocks the overlay holds
+                            compressed (with the base's compressor and options); a full mksquashfs
+                            when that cannot be done, with the reason
   iso       -> WrittenIso   written with xorriso boot replay, md5 implanted, renamed into place
 ApplyResult is assembled from those outputs at the end. The work directory sits next to the output
 and is removed on success and on failure alike.
@@ -26,6 +29,7 @@ import dataclasses
 import filecmp
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 
 from . import _records as records
@@ -36,15 +40,17 @@ from ._errors import NodePluginError
 from ._iso import BootConfig, BootConfigEdits, IsoReader, check_replayable, edit_boot_configs, rewrite_iso
 from ._isotree import scripts_may_write, tree_reference
 from ._isomd5 import check as check_md5
-from ._liveos import SQUASHFS_PATH, find_root_image
+from ._liveos import SQUASHFS_PATH, find_root_image_path
 from ._nodeinfo import NodeInfo
 from ._nodeiso import NodeIso
 from ._outputs import OutputLock, check_distinct, check_tmpdir, clean_stale, work_dir
+from ._overlay import ImageChanges
 from ._plugin import PluginArchive, open_plugin
 from ._reproducible import source_date_epoch, utc_timestamp
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
 from ._rpmhdr import allowed_paths, check_paths, read_header
 from ._run import StageTimer, run
+from ._squashfs import BlocksFromSource, IncrementalUnsupported, SquashfsFile, SquashfsImage, rewrite_squashfs
 from ._versions import parse_range
 
 SQUASHFS_ISO_PATH = SQUASHFS_PATH.lstrip("/")
@@ -114,6 +120,7 @@ class ApplyResult:
     size: int | None = None
     scriptlet_logs: list[StepLog] = dataclasses.field(default_factory=list)
     selinux: str | None = None
+    squashfs: dict = dataclasses.field(default_factory=dict)
     durations: dict[str, float] = dataclasses.field(default_factory=dict)
     workdir: str | None = None
 
@@ -150,10 +157,11 @@ class Plan:
 
 @dataclasses.dataclass(frozen=True)
 class Extracted:
-    """The pieces the image stage works on, in the work directory."""
+    """The pieces the image stage works on: the root image read lazily, files in the work directory."""
 
-    squashfs_root: str
-    root_image: str
+    squashfs: SquashfsImage
+    root_path: str
+    root_image: SquashfsFile
     install_sets: list[list[str]]
     live_tree: str | None
 
@@ -169,6 +177,17 @@ class ImageEdit:
     live_changes: dict[str, str]
     scriptlet_logs: list[StepLog]
     selinux: str
+    changes: ImageChanges
+
+
+@dataclasses.dataclass(frozen=True)
+class Repacked:
+    """The new squashfs, and how it was made: ``incremental`` (blocks reused) or ``full`` (and why)."""
+
+    path: str
+    path_taken: str
+    reason: str
+    report: dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,9 +238,9 @@ def run_apply(request: ApplyRequest, prepared: Prepared, timer: StageTimer, say:
         elif request.check_mode:
             result.changed, result.reason = True, "would build"
         else:
-            image, written = _build(request, prepared, planned, workdir, timer, say, session_factory)
+            image, written, repacked = _build(request, prepared, planned, workdir, timer, say, session_factory)
             result.changed, result.reason = True, "built"
-            _record_build(result, image, written)
+            _record_build(result, image, written, repacked)
         if request.keep_workdir and not request.check_mode:
             kept_workdir = workdir
     finally:
@@ -233,7 +252,7 @@ def run_apply(request: ApplyRequest, prepared: Prepared, timer: StageTimer, say:
 
 
 def _build(request: ApplyRequest, prepared: Prepared, planned: Plan, workdir: str, timer: StageTimer,
-           say: ProgressCallback, session_factory: SessionFactory) -> tuple[ImageEdit, WrittenIso]:
+           say: ProgressCallback, session_factory: SessionFactory) -> tuple[ImageEdit, WrittenIso, Repacked]:
     say("extract")
     with timer.stage("extract"):
         extracted = extract(request, prepared, workdir)
@@ -242,11 +261,11 @@ def _build(request: ApplyRequest, prepared: Prepared, planned: Plan, workdir: st
         image = edit_image(request, prepared, planned, extracted, workdir, session_factory)
     say("squashfs")
     with timer.stage("squashfs"):
-        squashfs = repack(request, prepared, extracted, workdir)
+        repacked = repack(request, prepared, extracted, image, workdir)
     say("iso")
     with timer.stage("iso"):
-        written = write_iso(request, prepared, planned, image, squashfs, workdir)
-    return image, written
+        written = write_iso(request, prepared, planned, image, repacked.path, workdir)
+    return image, written, repacked
 
 
 def _result(request: ApplyRequest, prepared: Prepared, planned: Plan) -> ApplyResult:
@@ -260,7 +279,8 @@ def _result(request: ApplyRequest, prepared: Prepared, planned: Plan) -> ApplyRe
                        kernel_args_before=planned.kernel_args_before, kernel_args=planned.kernel_args_after)
 
 
-def _record_build(result: ApplyResult, image: ImageEdit, written: WrittenIso) -> None:
+def _record_build(result: ApplyResult, image: ImageEdit, written: WrittenIso, repacked: Repacked) -> None:
+    result.squashfs = {"path_taken": repacked.path_taken, "reason": repacked.reason, **repacked.report}
     result.packages = dict(image.packages)
     result.packages_before = list(image.packages_before)
     result.packages_after = list(image.packages_after)
@@ -407,35 +427,14 @@ def _up_to_date(dest: str, digest: str, *, force: bool) -> bool:
 # -- extract ---------------------------------------------------------------------------------------
 
 def extract(request: ApplyRequest, prepared: Prepared, workdir: str) -> Extracted:
-    """The root image (whole squashfs unpacked: it is repacked whole), plugins, install sets, ISO tree."""
-    squashfs = prepared.base.squashfs
-    squashfs_root = os.path.join(workdir, "squashfs-root")
-    # unsquashfs reads the squashfs in place inside the ISO (no copy of it first).
-    unpacked = run(["unsquashfs", "-no-progress", "-quiet", "-o", str(squashfs.offset), "-d", squashfs_root,
-                    prepared.base.path], check=False)
-    if unpacked.returncode != 0:
-        raise NodePluginError("LiveOS/squashfs.img of the base ISO cannot be unpacked: it is damaged, or the disk "
-                              "of the output folder is full", path=prepared.base.path,
-                              hint="check free space beside the output; otherwise copy or download the ISO again",
-                              details=(unpacked.stderr or b"").decode("utf-8", "replace").strip()[-1500:])
-    name, _size = find_root_image(_regular_files(squashfs_root), source=f"{prepared.base.path}:{SQUASHFS_PATH}")
-    root_image = os.path.join(squashfs_root, "LiveOS", name)
+    """The root image as a lazily read file of the base's squashfs, the plugins, install sets, ISO tree."""
+    squashfs = prepared.base.squashfs_image()
+    root_path = find_root_image_path(squashfs, source=f"{prepared.base.path}:{SQUASHFS_PATH}")
     plugin_dirs = _extract_plugins(prepared.archives, workdir)
     install_sets = _install_sets(prepared.archives, plugin_dirs, request)
     live_tree = _stage_live_tree(prepared.base, workdir) if _needs_live_root(prepared.archives) else None
-    return Extracted(squashfs_root=squashfs_root, root_image=root_image, install_sets=install_sets,
-                     live_tree=live_tree)
-
-
-def _regular_files(top: str) -> dict[str, int]:
-    """'/<path>' -> size of the regular files under a folder (the unpacked squashfs)."""
-    found = {}
-    for folder, _dirs, names in os.walk(top):
-        for name in names:
-            local = os.path.join(folder, name)
-            if os.path.isfile(local) and not os.path.islink(local):
-                found["/" + os.path.relpath(local, top)] = os.path.getsize(local)
-    return found
+    return Extracted(squashfs=squashfs, root_path=root_path, root_image=squashfs.open_file(root_path),
+                     install_sets=install_sets, live_tree=live_tree)
 
 
 def _extract_plugins(archives: Sequence[PluginArchive], workdir: str) -> list[str]:
@@ -499,7 +498,7 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
     """Everything done inside the root image, in one appliance."""
     sizes = [archive.recipe.root_size_mib for archive in prepared.archives if archive.recipe.root_size_mib]
     grow = max(sizes) if sizes else None
-    if grow and grow * 1024 * 1024 <= os.path.getsize(extracted.root_image):
+    if grow and grow * 1024 * 1024 <= extracted.root_image.size:
         grow = None  # already large enough; edit-livecd never shrinks either
     scratch = None
     if extracted.live_tree is not None:
@@ -508,7 +507,10 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
     nochroot_env = {"INSTALL_ROOT": INSTALL_ROOT, "LIVE_ROOT": LIVE_ROOT}
     logs: list[StepLog] = []
     packages: dict[str, list[str]] = {}
-    with session_factory(extracted.root_image, scratch_disk=scratch, grow_to_mib=grow) as session:
+    overlay = os.path.join(workdir, "root-overlay.qcow2")
+    with session_factory(extracted.root_image, overlay=overlay, block_size=extracted.squashfs.superblock.block_size,
+                         label=f"the root image {extracted.root_path.lstrip('/')}", scratch_disk=scratch,
+                         grow_to_mib=grow) as session:
         before = _query_manifests(session)
         for archive, rpm_files in zip(prepared.archives, extracted.install_sets):
             name = archive.manifest.name
@@ -533,7 +535,7 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
     _check_live_changes(prepared, live_changes)
     return ImageEdit(packages=packages, packages_before=records.nevras_of(before["rpm"]),
                      packages_after=records.nevras_of(after["rpm"]), update_files=update_files,
-                     live_changes=live_changes, scriptlet_logs=logs, selinux=selinux)
+                     live_changes=live_changes, scriptlet_logs=logs, selinux=selinux, changes=session.changes)
 
 
 def _vendor_step(logs: list[StepLog], plugin: str, step: str, outcome) -> None:
@@ -630,16 +632,72 @@ def _live_changes(session: RootImageSession, live_tree: str, workdir: str) -> di
 
 # -- squashfs --------------------------------------------------------------------------------------
 
-def repack(request: ApplyRequest, prepared: Prepared, extracted: Extracted, workdir: str) -> str:
-    """mksquashfs with the base's compressor and block size (or the requested compressor)."""
-    superblock = prepared.base.squashfs.superblock
+def repack(request: ApplyRequest, prepared: Prepared, extracted: Extracted, image: ImageEdit,
+           workdir: str) -> Repacked:
+    """The new squashfs: the base's blocks reused and only the changed ones compressed, else a full mksquashfs."""
     output = os.path.join(workdir, "squashfs.img")
+    superblock = extracted.squashfs.superblock
+    if request.compression and request.compression != superblock.compressor:
+        reason = f"the compressor changes ({superblock.compressor} -> {request.compression}): every block is new"
+        return _full_repack(request, prepared, extracted, image, output, workdir, reason)
+    changes = image.changes
+    indices = set(changes.indices)
+    if changes.size > changes.base_size and changes.base_size % changes.block_size:
+        indices.add(changes.base_size // changes.block_size)  # the base's short last block grew into a full one
+    new_image = changes.new_image(extracted.root_image)
+    try:
+        report = rewrite_squashfs(extracted.squashfs.source, output, extracted.root_path,
+                                  BlocksFromSource(new_image, indices, changes.block_size), new_size=changes.size,
+                                  base_name=f"{prepared.base.path}:{SQUASHFS_PATH}",
+                                  file_mtime=_epoch_or_now())
+    except IncrementalUnsupported as exc:
+        return _full_repack(request, prepared, extracted, image, output, workdir, exc.reason or exc.message)
+    return Repacked(path=output, path_taken="incremental",
+                    reason=f"{report.blocks_reused} of {report.blocks_total} blocks reused, "
+                           f"{report.blocks_compressed} compressed", report=report.to_dict())
+
+
+def _epoch_or_now() -> int:
+    """The root image's new mtime, as mksquashfs gives a file changed now (clamped to SOURCE_DATE_EPOCH)."""
+    epoch = source_date_epoch()
+    return epoch if epoch is not None else int(time.time())
+
+
+def _full_repack(request: ApplyRequest, prepared: Prepared, extracted: Extracted, image: ImageEdit, output: str,
+                 workdir: str, reason: str) -> Repacked:
+    """mksquashfs of the whole tree: the base's other files, and the new root image written out in full."""
+    superblock = extracted.squashfs.superblock
+    squashfs_root = os.path.join(workdir, "squashfs-root")
+    # unsquashfs reads the squashfs in place inside the ISO (no copy of it first), all but the root image.
+    unpacked = run(["unsquashfs", "-no-progress", "-quiet", "-o", str(prepared.base.squashfs.offset),
+                    "-d", squashfs_root, "-excludes", prepared.base.path, extracted.root_path], check=False)
+    if unpacked.returncode != 0:
+        raise NodePluginError("LiveOS/squashfs.img of the base ISO cannot be unpacked: it is damaged, or the disk "
+                              "of the output folder is full", path=prepared.base.path,
+                              hint="check free space beside the output; otherwise copy or download the ISO again",
+                              details=(unpacked.stderr or b"").decode("utf-8", "replace").strip()[-1500:])
+    new_image = image.changes.new_image(extracted.root_image)
+    target = os.path.join(squashfs_root, extracted.root_path.lstrip("/"))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as handle:
+        for offset in range(0, new_image.size, 1 << 22):
+            chunk = new_image.read(offset, 1 << 22)
+            if chunk.count(0) == len(chunk):
+                handle.seek(len(chunk), os.SEEK_CUR)  # keep zero runs sparse
+            else:
+                handle.write(chunk)
+        handle.truncate(new_image.size)
+    os.chmod(target, extracted.squashfs.lookup(extracted.root_path).mode & 0o7777)
     compressor = request.compression or superblock.compressor
-    argv = ["mksquashfs", extracted.squashfs_root, output, "-noappend", "-no-progress", "-quiet",
+    argv = ["mksquashfs", squashfs_root, output, "-noappend", "-no-progress", "-quiet",
             "-comp", compressor, "-b", str(superblock.block_size)]
+    if compressor == superblock.compressor:
+        argv += extracted.squashfs.compressor_options.mksquashfs_args()[4:]  # the base's -X options
+    # mksquashfs reads SOURCE_DATE_EPOCH itself (and refuses -mkfs-time/-all-time beside it).
+    source_date_epoch()  # refuses a malformed value with our message, not mksquashfs's
     run(argv)
-    shutil.rmtree(extracted.squashfs_root)
-    return output
+    shutil.rmtree(squashfs_root)
+    return Repacked(path=output, path_taken="full", reason=reason, report={})
 
 
 # -- iso -------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ with ``debugfs`` (e2fsprogs), without root and without mounting anything.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import tempfile
 from ._errors import NodePluginError
 from ._iso import IsoReader, opened
 from ._run import run
-from ._squashfs import SUPERBLOCK_SIZE, SquashfsSuperblock, parse_superblock
+from ._squashfs import SUPERBLOCK_SIZE, SquashfsImage, SquashfsSuperblock, parse_superblock
 
 SQUASHFS_PATH = "/LiveOS/squashfs.img"
 OSMIN_PATH = "/LiveOS/osmin.img"
@@ -112,6 +113,20 @@ def find_root_image(files: dict[str, int], *, source: str) -> tuple[str, int]:
             return name, files[f"/LiveOS/{name}"]
     raise NodePluginError("not a LiveOS squashfs: it holds neither LiveOS/ext3fs.img nor LiveOS/rootfs.img",
                           path=source, hint=f"its files are: {', '.join(sorted(files)[:10]) or 'none'}")
+
+
+def find_root_image_path(squashfs: SquashfsImage, *, source: str) -> str:
+    """The path of the root file system image inside a squashfs (/LiveOS/ext3fs.img or /LiveOS/rootfs.img)."""
+    for name in ROOT_IMAGE_NAMES:
+        path = f"/LiveOS/{name}"
+        try:
+            if squashfs.lookup(path).is_file:
+                return path
+        except NodePluginError:
+            continue
+    names = sorted(entry.path for entry in itertools.islice(squashfs.walk(), 20))
+    raise NodePluginError("not a LiveOS squashfs: it holds neither LiveOS/ext3fs.img nor LiveOS/rootfs.img",
+                          path=source, hint=f"its files are: {', '.join(names) or 'none'}")
 
 
 def inspect_live_os(iso: str | IsoReader) -> LiveOsFacts:

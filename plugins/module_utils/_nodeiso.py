@@ -18,8 +18,11 @@ from . import _records as records
 from ._digests import cached_sha256
 from ._errors import NodePluginError
 from ._iso import IsoReader
-from ._liveos import SQUASHFS_PATH, SquashfsSuperblock, squashfs_extent, squashfs_superblock
+from ._blockio import FileRegion
+from ._extfs import ExtFilesystem
+from ._liveos import SQUASHFS_PATH, SquashfsSuperblock, find_root_image_path, squashfs_extent, squashfs_superblock
 from ._nodeinfo import NodeInfo, node_info
+from ._squashfs import SquashfsImage
 
 _UPDATE_DIR = re.compile(r"^/isolinux/update(\d+)$")
 _MAX_BUILD_RECORD = 16 * 1024 * 1024
@@ -51,6 +54,38 @@ class NodeIso(IsoReader):
         self._node: NodeInfo | None = None
         self._record_state: RecordState | None = None
         self._sha256: str | None = None
+        self._region: FileRegion | None = None
+        self._squashfs_image: SquashfsImage | None = None
+        self._root_fs: ExtFilesystem | None = None
+
+    def __enter__(self) -> NodeIso:
+        return self
+
+    def close(self) -> None:
+        super().close()
+        if self._region is not None:
+            self._region.close()
+            self._region = None
+
+    def squashfs_image(self) -> SquashfsImage:
+        """LiveOS/squashfs.img read in place (nothing copied; blocks decompressed when read)."""
+        if self._squashfs_image is None:
+            facts = self.squashfs
+            self._region = FileRegion(self.path, facts.offset, facts.size)
+            self._squashfs_image = SquashfsImage(self._region, name=f"{self.path}:{SQUASHFS_PATH}")
+        return self._squashfs_image
+
+    def root_filesystem(self) -> ExtFilesystem:
+        """The root file system (ext3fs.img or rootfs.img), read lazily out of the squashfs.
+
+        Reading a few files of it (the rpm database, a version file) costs the blocks they use, not
+        an unpacking of the whole image.
+        """
+        if self._root_fs is None:
+            squashfs = self.squashfs_image()
+            root_path = find_root_image_path(squashfs, source=f"{self.path}:{SQUASHFS_PATH}")
+            self._root_fs = ExtFilesystem(squashfs.open_file(root_path), name=f"{self.path}:{root_path.lstrip('/')}")
+        return self._root_fs
 
     @property
     def squashfs(self) -> SquashfsFacts:

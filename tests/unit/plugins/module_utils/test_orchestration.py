@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 
 import pycdlib
@@ -23,6 +24,8 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import A
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._build import BuildRequest, build_and_certify
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import IsoReader, rewrite_iso
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._nodeiso import NodeIso
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._overlay import ImageChanges
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import CommandResult, SelinuxState
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
@@ -59,6 +62,11 @@ class FakeSession:
 
     def __init__(self, root_image, **options):
         FakeSession.opened.append({"root_image": root_image, **options})
+        size = root_image.size if not isinstance(root_image, str) else os.path.getsize(root_image)
+        grown = (options.get("grow_to_mib") or 0) * 1024 * 1024
+        # What the overlay would say: no block changed (the fake writes nothing into the image).
+        self.changes = ImageChanges(overlay=options.get("overlay") or "", block_size=options.get("block_size", 131072),
+                                    base_size=size, size=max(size, grown), blocks=())
         if not options.get("readonly") or not FakeSession.state:  # an edit starts from the base image
             FakeSession.state.clear()
             FakeSession.state.update(packages=list(BASE_PACKAGES), files={
@@ -378,3 +386,49 @@ def test_a_report_or_rejected_path_that_is_an_input_is_refused_before_any_work(t
     assert FakeSession.opened == [] and not (tmp_path / "o.iso").exists()
     with pytest.raises(NodePluginError, match="report would overwrite the ISO to certify"):
         verify_iso(VerifyRequest(src=base, report=base), session_factory=FakeSession)
+
+
+def _squashfs_listing(iso_path):
+    with IsoReader(iso_path) as reader:
+        offset, _size = reader.extent("/LiveOS/squashfs.img")
+    listing = subprocess.run(["unsquashfs", "-lls", "-o", str(offset), iso_path], capture_output=True, text=True,
+                             check=True).stdout
+    return sorted(line.split(None, 5)[-1].split(" -> ")[0] for line in listing.splitlines()
+                  if "squashfs-root" in line)
+
+
+def test_the_squashfs_reuses_the_base_blocks_and_says_so(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    built = _apply(base, plugin, str(tmp_path / "out.iso"))
+    assert built.squashfs["path_taken"] == "incremental" and built.squashfs["blocks_compressed"] == 0
+    assert built.squashfs["blocks_reused"] + built.squashfs["blocks_sparse"] == built.squashfs["blocks_total"]
+    assert _squashfs_listing(built.path) == _squashfs_listing(base)
+
+
+def test_another_compressor_takes_the_full_path_and_says_why(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    built = _apply(base, plugin, str(tmp_path / "out.iso"), compression="xz")
+    assert built.squashfs["path_taken"] == "full"
+    assert built.squashfs["reason"] == "the compressor changes (gzip -> xz): every block is new"
+    with NodeIso(built.path) as iso:
+        assert iso.squashfs.superblock.compressor == "xz"
+    assert _squashfs_listing(built.path) == _squashfs_listing(base)
+
+
+def test_a_layout_the_writer_cannot_keep_takes_the_full_path_and_keeps_every_file(tmp_path, plugin):
+    """The root image's blocks shared with another file (mksquashfs deduplicates equal files)."""
+    tiny = isohelpers.cached_iso()
+    tree = tmp_path / "squash"
+    (tree / "LiveOS").mkdir(parents=True)
+    shutil.copyfile(tiny.root_image, tree / "LiveOS" / "ext3fs.img")
+    shutil.copyfile(tiny.root_image, tree / "LiveOS" / "spare-copy.img")
+    squashfs = tmp_path / "squashfs.img"
+    subprocess.run(["mksquashfs", str(tree), str(squashfs), "-comp", "gzip", "-noappend", "-no-progress", "-quiet"],
+                   check=True)
+    base = str(tmp_path / "base.iso")
+    rewrite_iso(tiny.iso, base, replace_files={"/LiveOS/squashfs.img": str(squashfs)}, implant=True)
+    built = _apply(base, plugin, str(tmp_path / "out.iso"))
+    assert built.squashfs["path_taken"] == "full" and built.squashfs["reason"]
+    assert _squashfs_listing(built.path) == _squashfs_listing(base) == [
+        "squashfs-root", "squashfs-root/LiveOS", "squashfs-root/LiveOS/ext3fs.img",
+        "squashfs-root/LiveOS/spare-copy.img"]
