@@ -207,6 +207,30 @@ selinux:
   description: What was done about SELinux labels.
   returned: when built
   type: str
+squashfs:
+  description:
+    - How the new C(LiveOS/squashfs.img) was made. V(incremental) copies the base's compressed blocks and
+      compresses only the blocks the edit changed; V(full) runs C(mksquashfs) on the whole tree (a
+      O(compression) change, or a layout the incremental writer does not handle).
+    - Empty when nothing was built.
+  returned: always
+  type: dict
+  contains:
+    path_taken:
+      description: V(incremental) or V(full).
+      type: str
+    reason:
+      description: Why that path (for V(full)), or how many blocks were reused and compressed.
+      type: str
+    blocks_total:
+      description: Blocks of the new root image (incremental path).
+      type: int
+    blocks_reused:
+      description: Compressed blocks copied from the base (incremental path).
+      type: int
+    blocks_compressed:
+      description: Blocks compressed anew (incremental path).
+      type: int
 durations:
   description: Seconds per stage (prepare, plan, extract, image, squashfs, iso).
   returned: always
