@@ -30,8 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 
 from ._blockio import ByteSource
-from ._errors import NodePluginError
-from ._module import quote
+from ._errors import NodePluginError, quote
 
 ROOT_INODE = 2
 RESIZE_INODE = 7
