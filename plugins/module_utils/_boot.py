@@ -34,19 +34,24 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from . import _accel
 from ._accel import qemu_accel_args
 from ._errors import NodePluginError
 from ._nodeinfo import parse_version_file
+from ._platforms import UefiFirmware, find_uefi_firmware
 from ._records import parse_plugin_record
 from ._run import require_tool
 
 BOOT_PATHS = ("cd-bios", "cd-uefi", "disk-bios", "disk-uefi")
 MARKER_PREFIX = "NODE-MARKER "
 MARKER_VERSION = "v=1"
-OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+# Guest memory of a boot test in MiB: the setting, else the default (a Node's live boot needs about 1 GiB).
+MEMORY_SETTING = "OVIRT_NODE_PLUGINS_BOOT_MEMORY"
+DEFAULT_MEMORY_MIB = 1024
+MIN_MEMORY_MIB = 256
 # Console lines that prove a boot has failed and will not recover: stop at once instead of at the
 # timeout (a failed live boot otherwise waits in dracut's emergency shell for minutes).
 DEFAULT_FAILURE_REGEX = (r"Kernel panic - not syncing|Entering emergency mode|You are in emergency mode"
@@ -54,6 +59,8 @@ DEFAULT_FAILURE_REGEX = (r"Kernel panic - not syncing|Entering emergency mode|Yo
 # After success, how long the guest may take to power off by itself before QEMU is stopped.
 _POWEROFF_GRACE = 10.0
 _POLL = 0.25
+Request = TypeVar("Request")
+Result = TypeVar("Result")
 
 
 @dataclasses.dataclass
@@ -68,13 +75,46 @@ class BootResult:
     reason: str
 
 
-def ovmf_firmware() -> str:
-    """The OVMF (UEFI) firmware image for QEMU's -bios, or raise naming the package."""
-    for candidate in OVMF_CANDIDATES:
-        if os.path.isfile(candidate):
-            return candidate
-    raise NodePluginError("no UEFI firmware (OVMF.fd) found in " + ", ".join(OVMF_CANDIDATES),
-                          hint="install the package 'ovmf' (make setup does it)")
+def ovmf_firmware() -> UefiFirmware:
+    """The OVMF (UEFI) firmware of this platform (_platforms), or raise naming the package."""
+    return find_uefi_firmware()
+
+
+def boot_memory_mib() -> int:
+    """Guest memory of a boot in MiB: OVIRT_NODE_PLUGINS_BOOT_MEMORY, else DEFAULT_MEMORY_MIB."""
+    setting = os.environ.get(MEMORY_SETTING, "").strip()
+    if not setting:
+        return DEFAULT_MEMORY_MIB
+    if not setting.isdigit() or int(setting) < MIN_MEMORY_MIB:
+        raise NodePluginError(f"{MEMORY_SETTING}={setting[:40]!r} is not a memory size in MiB",
+                              hint=f"give a whole number of MiB, at least {MIN_MEMORY_MIB}, such as 2048")
+    return int(setting)
+
+
+def apply_vm_settings(*, accelerator: str | None = None, boot_memory: int | None = None) -> None:
+    """Make a module's or a command's accelerator and boot memory the settings of this process.
+
+    They are the process's environment (OVIRT_NODE_PLUGINS_ACCEL, OVIRT_NODE_PLUGINS_BOOT_MEMORY), which
+    libguestfs and every boot of this run read; None keeps what the environment says.
+    """
+    if accelerator is not None:
+        if accelerator not in _accel.CHOICES:
+            raise NodePluginError(f"accelerator {accelerator[:40]!r} is not one of {', '.join(_accel.CHOICES)}")
+        os.environ[_accel.SETTING] = accelerator
+    if boot_memory is not None:
+        if boot_memory < MIN_MEMORY_MIB:
+            raise NodePluginError(f"boot memory {boot_memory} MiB is too small for a Node to boot",
+                                  hint=f"give at least {MIN_MEMORY_MIB} MiB, such as 2048")
+        os.environ[MEMORY_SETTING] = str(boot_memory)
+
+
+def with_vm_settings(engine: Callable[[Request], Result], *, accelerator: str | None = None,
+                     boot_memory: int | None = None) -> Callable[[Request], Result]:
+    """``engine`` run after apply_vm_settings: a module passes it to run_engine, which reports a refused setting."""
+    def run_with_settings(request: Request) -> Result:
+        apply_vm_settings(accelerator=accelerator, boot_memory=boot_memory)
+        return engine(request)
+    return run_with_settings
 
 
 def _decode(value: str) -> str | None:
@@ -166,11 +206,12 @@ class _ConsoleReader(threading.Thread):
         return data.decode("utf-8", "replace")
 
 
-def _qemu_base(memory_mib: int, uefi: bool) -> list[str]:
-    argv = [require_tool("qemu-system-x86_64"), *qemu_accel_args(), "-m", str(memory_mib),
+def _qemu_base(memory_mib: int | None, uefi: bool) -> list[str]:
+    memory = memory_mib if memory_mib is not None else boot_memory_mib()
+    argv = [require_tool("qemu-system-x86_64"), *qemu_accel_args(), "-m", str(memory),
             "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]
     if uefi:
-        argv += ["-bios", ovmf_firmware()]
+        argv += ovmf_firmware().qemu_args()
     return argv
 
 
@@ -249,7 +290,7 @@ def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: st
                       log=f"$ {shlex.join(argv)}\n{log}", reason=reason)
 
 
-def boot_iso(iso: str, path: str, *, timeout: float = 240, memory_mib: int = 1024,
+def boot_iso(iso: str, path: str, *, timeout: float = 240, memory_mib: int | None = None,
              marker_regex: str | None = None, failure_regex: str | None = DEFAULT_FAILURE_REGEX,
              extra_qemu_args: Sequence[str] = ()) -> BootResult:
     """Boot iso on one of BOOT_PATHS: as a CD-ROM or as a hybrid disk, with BIOS or UEFI firmware.
@@ -271,7 +312,7 @@ def boot_iso(iso: str, path: str, *, timeout: float = 240, memory_mib: int = 102
 
 
 def boot_pxe(tftp_root: str, bootfile: str = "pxelinux.0", *, uefi: bool = False, timeout: float = 300,
-             memory_mib: int = 1024, marker_regex: str | None = None,
+             memory_mib: int | None = None, marker_regex: str | None = None,
              failure_regex: str | None = DEFAULT_FAILURE_REGEX, extra_qemu_args: Sequence[str] = ()) -> BootResult:
     """Network-boot a TFTP tree through QEMU's built-in DHCP/TFTP server (user networking).
 

@@ -8,51 +8,22 @@ import contextlib
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
 from ._errors import NodePluginError
+from ._platforms import find_tool
 
 LOG = logging.getLogger("ovirt.node_plugins")
 
-# Debian package that provides each external tool, for "not installed" messages.
-TOOL_PACKAGES = {
-    "xorriso": "xorriso",
-    "mksquashfs": "squashfs-tools",
-    "unsquashfs": "squashfs-tools",
-    "implantisomd5": "isomd5sum",
-    "checkisomd5": "isomd5sum",
-    "mcopy": "mtools",
-    "mtype": "mtools",
-    "mdir": "mtools",
-    "mformat": "mtools",
-    "mmd": "mtools",
-    "mke2fs": "e2fsprogs",
-    "e2fsck": "e2fsprogs",
-    "resize2fs": "e2fsprogs",
-    "rpm": "rpm",
-    "rpmbuild": "rpm",
-    "createrepo_c": "createrepo-c",
-    "gpg": "gnupg",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "cpio": "cpio",
-    "dracut": "dracut-core",
-    "grub-mkstandalone": "grub-efi-amd64-bin",
-    "grub-script-check": "grub-common",
-}
 _STDERR_TAIL = 4000
 
 
 def require_tool(name: str) -> str:
-    """Return the absolute path of an external tool, or raise naming the package to install."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if found:
-        return found
-    package = TOOL_PACKAGES.get(name, name)
-    raise NodePluginError(f"the tool '{name}' is not installed",
-                          hint=f"install the package '{package}' (make setup does it)")
+    """Return the absolute path of an external tool (by its Debian command name: ``grub-mkimage`` finds
+    ``grub2-mkimage`` on EL), or raise naming the package to install on this platform (_platforms)."""
+    return find_tool(name)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
