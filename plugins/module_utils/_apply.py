@@ -48,6 +48,7 @@ from ._overlay import ImageChanges
 from ._plugin import PluginArchive, open_plugin
 from ._reproducible import source_date_epoch, utc_timestamp
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
+from ._rpmdb import RPMDB_PATH, image_dir_lister, image_file_reader, rpmdb_format_from_names, rpmdb_write_problem
 from ._rpmhdr import allowed_paths, check_paths, read_header
 from ._run import StageTimer, run
 from ._squashfs import BlocksFromSource, IncrementalUnsupported, SquashfsFile, SquashfsImage, rewrite_squashfs
@@ -312,7 +313,7 @@ def prepare(request: ApplyRequest) -> Prepared:
     base = NodeIso(request.src)
     try:
         check_replayable(base)
-        _ = base.squashfs  # refuses an ISO without a readable LiveOS/squashfs.img
+        _check_image_rpm(base)
         archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
                     for path in request.plugins]
         _check_compatibility(archives, base)
@@ -335,6 +336,22 @@ def prepare(request: ApplyRequest) -> Prepared:
         raise
     return Prepared(base=base, archives=archives, unsigned=unsigned, dest=dest, digest=digest,
                     kernel_edits=kernel_edits)
+
+
+def _check_image_rpm(base: NodeIso) -> None:
+    """Refuse, before any work, an image whose own rpm cannot write its database (plugins are installed with it).
+
+    Read in place from the root file system: /var/lib/rpm's listing and the image's rpm macros.
+    """
+    root = base.root_filesystem()
+    names = image_dir_lister(root)(RPMDB_PATH)
+    database_format = rpmdb_format_from_names(names or ())
+    if database_format is None:
+        raise NodePluginError(f"the image has no rpm database in {RPMDB_PATH}", path=base.path,
+                              hint="plugins are installed with the image's own rpm; this image cannot take them")
+    problem = rpmdb_write_problem(database_format, image_file_reader(root), image_dir_lister(root))
+    if problem:
+        raise NodePluginError(problem, path=base.path)
 
 
 def _check_compatibility(archives: Sequence[PluginArchive], base: NodeIso) -> None:

@@ -309,7 +309,7 @@ def _describe_inspect(result: dict) -> str:
     for loader, entries in (result.get("boot_entries") or {}).items():
         for entry in entries:
             lines.append(f"  {loader}: {entry.get('label')}: {' '.join(entry.get('kernel_args', []))}")
-    for key in ("squashfs", "root_image", "md5"):
+    for key in ("squashfs", "root_image", "md5", "rpmdb"):
         if result.get(key) is not None:
             lines.append(f"{key}: {result[key]}")
     for plugin in result.get("plugins") or []:

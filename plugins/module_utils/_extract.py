@@ -26,7 +26,7 @@ from ._liveos import extract_root_image, inspect_live_os
 from ._nodeinfo import node_info
 from ._nodeiso import NodeIso
 from ._outputs import read_small_json
-from ._rpmdb import image_packages_from_root_image, installed_plugins
+from ._rpmdb import installed_plugins, rpm_database_of
 from ._run import StageTimer
 
 STAMP = ".node_iso_extract.json"
@@ -203,35 +203,31 @@ def _extract(request: ExtractRequest, iso: NodeIso, dest: str | None, rootfs_des
         iso_sha256 = iso.sha256
     changed = False
     result: dict = {"dest": dest, "rootfs_dest": rootfs_dest, "root_image_path": None, "packages": None,
-                    "plugins": None}
+                    "plugins": None, "rpmdb": None}
     info = None
     scratch = tempfile.mkdtemp(prefix="node-iso-extract-")
     try:
-        root_image = None
         if rootfs_dest:
             stamp = {"iso_sha256": iso_sha256, "files": {live.root_image_name: live.root_image_size}}
-            if _up_to_date(rootfs_dest, stamp):
-                root_image = os.path.join(rootfs_dest, live.root_image_name)
-            elif request.check_mode:
+            if not _up_to_date(rootfs_dest, stamp):
                 changed = True
-            else:
-                with timer.stage("extract root image"):
-                    root_image = _extract_rootfs(iso, rootfs_dest, stamp)
-                changed = True
+                if not request.check_mode:
+                    with timer.stage("extract root image"):
+                        _extract_rootfs(iso, rootfs_dest, stamp)
             result["root_image_path"] = os.path.join(rootfs_dest, live.root_image_name)
         with timer.stage("version"):
             info = iso.node
-            if info.source == "volume id" or request.packages:
-                if root_image is None:
-                    with timer.stage("extract root image"):
-                        root_image = extract_root_image(iso, scratch)
-                if info.source == "volume id":
-                    info = node_info(iso, root_image=root_image)
+            if info.source == "volume id":
+                info = node_info(iso, root=iso.root_filesystem())
         if request.packages:
             with timer.stage("packages"):
-                result["packages"] = [package.nevra for package in image_packages_from_root_image(root_image, scratch)]
+                # Read in place: only the blocks of /var/lib/rpm and the records are decompressed.
+                database = rpm_database_of(iso.root_filesystem(), scratch)
+                result["packages"] = [package.nevra for package in database.packages]
+                result["rpmdb"] = database.facts()
                 result["plugins"] = [{"name": plugin.name, "version": plugin.version,
-                                      "install_date": plugin.install_date} for plugin in installed_plugins(root_image)]
+                                      "install_date": plugin.install_date}
+                                     for plugin in installed_plugins(iso.root_filesystem())]
         if dest:
             stamp = {"iso_sha256": iso_sha256, "files": {entry.path: entry.size for entry in files
                                                          if entry.symlink_target is None}}

@@ -2,21 +2,25 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The LiveOS layout of a Node ISO: LiveOS/squashfs.img holding LiveOS/ext3fs.img (or rootfs.img).
 
-The squashfs superblock is parsed here, streamed straight from the ISO; the root image comes out
-of the squashfs with ``unsquashfs`` (only that one file); files of the ext root image are read
-with ``debugfs`` (e2fsprogs), without root and without mounting anything.
+The squashfs superblock is read straight from the ISO; the root image comes out of the squashfs
+with ``unsquashfs`` (only that one file) when a caller wants it on disk; files of a root image are
+read with the ext reader (_extfs), without root and without mounting anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 
+from ._blockio import FileRegion
 from ._errors import NodePluginError
+from ._extfs import ExtFilesystem
 from ._iso import IsoReader, opened
 from ._run import run
 from ._squashfs import SUPERBLOCK_SIZE, SquashfsImage, SquashfsSuperblock, parse_superblock
@@ -24,7 +28,6 @@ from ._squashfs import SUPERBLOCK_SIZE, SquashfsImage, SquashfsSuperblock, parse
 SQUASHFS_PATH = "/LiveOS/squashfs.img"
 OSMIN_PATH = "/LiveOS/osmin.img"
 ROOT_IMAGE_NAMES = ("ext3fs.img", "rootfs.img")
-_MAX_LINKS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,23 +40,6 @@ class LiveOsFacts:
     root_image_name: str
     root_image_size: int
     osmin: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class RootDirEntry:
-    """One entry of a folder of the ext root image, as debugfs lists it."""
-
-    name: str
-    mode: int
-    size: int
-
-    @property
-    def is_dir(self) -> bool:
-        return self.mode & 0o170000 == 0o040000
-
-    @property
-    def is_file(self) -> bool:
-        return self.mode & 0o170000 == 0o100000
 
 
 def _require_squashfs(reader: IsoReader) -> int:
@@ -172,84 +158,14 @@ def extract_root_image(iso: str | IsoReader, dest_dir: str, *, squashfs: str | N
     return target
 
 
-def _debugfs(root_image: str, command: str) -> tuple[str, str]:
-    result = run(["debugfs", "-R", command, root_image], check=False)
-    stderr = (result.stderr or b"").decode("utf-8", "replace")
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("debugfs ")]
-    if result.returncode != 0 or any("while trying to open" in line or "Bad magic" in line for line in lines):
-        raise NodePluginError("debugfs cannot open the root image (not an ext2/3/4 file system?)", path=root_image,
-                              hint="extract the root image again", details="\n".join(lines))
-    return result.stdout.decode("utf-8", "surrogateescape"), "\n".join(lines)
+@contextlib.contextmanager
+def open_root_image(root_image: str) -> Iterator[ExtFilesystem]:
+    """An ext root image file (ext3fs.img, rootfs.img on disk) opened with the ext reader for the block."""
+    with FileRegion(root_image) as source:
+        yield ExtFilesystem(source, name=root_image)
 
 
-def _stat_type(root_image: str, path: str) -> tuple[str | None, str | None]:
-    """(type, symlink target) of a path in the image; type None when it does not exist."""
-    out, err = _debugfs(root_image, f'stat "{path}"')
-    if "File not found" in err or not out:
-        return None, None
-    kind = re.search(r"Type: (\S+)", out)
-    target = re.search(r'Fast link dest: "(.*)"', out)
-    return (kind.group(1) if kind else None), (target.group(1) if target else None)
-
-
-def _resolve(root_image: str, path: str) -> str:
-    """Follow symlinks inside the image (never out of it): absolute targets are image paths."""
-    for _hop in range(_MAX_LINKS):
-        kind, target = _stat_type(root_image, path)
-        if kind is None:
-            raise NodePluginError(f"{path} does not exist in the root image", path=root_image)
-        if kind != "symlink":
-            return path
-        if target is None:
-            raise NodePluginError(f"{path} is a long symlink, which this reader does not follow", path=root_image)
-        path = os.path.normpath(target if target.startswith("/") else os.path.join(os.path.dirname(path), target))
-    raise NodePluginError(f"too many levels of symlinks at {path}", path=root_image)
-
-
-def _check_image_path(path: str) -> None:
-    if not path.startswith("/") or any(char in path for char in '"\n'):
-        raise NodePluginError(f"invalid path in the root image: {path!r}", hint="give an absolute path")
-
-
-def read_root_file(root_image: str, path: str) -> bytes:
-    """The content of one file of the ext root image (symlinks inside the image followed)."""
-    _check_image_path(path)
-    real = _resolve(root_image, path)
-    with tempfile.TemporaryDirectory(prefix="node-rootfile-") as tmp:
-        out = os.path.join(tmp, "file")
-        _stdout, err = _debugfs(root_image, f'dump "{real}" "{out}"')
-        if not os.path.isfile(out):
-            raise NodePluginError(f"cannot read {path} from the root image", path=root_image, details=err)
-        with open(out, "rb") as handle:
-            return handle.read()
-
-
-def list_root_dir(root_image: str, path: str) -> list[RootDirEntry] | None:
-    """Entries of a folder of the root image (without . and ..), or None when it does not exist."""
-    _check_image_path(path)
-    kind, _target = _stat_type(root_image, path)
-    if kind is None:
-        return None
-    real = _resolve(root_image, path)
-    out, _err = _debugfs(root_image, f'ls -p "{real}"')
-    entries = []
-    for line in out.splitlines():
-        # /inode/mode/uid/gid/name/size/ -- a name may itself hold '/'-free text only.
-        parts = line.strip().split("/")
-        if len(parts) < 7 or parts[5] in (".", ".."):
-            continue
-        size = int(parts[6]) if parts[6].isdigit() else 0
-        entries.append(RootDirEntry(name=parts[5], mode=int(parts[2], 8), size=size))
-    return entries
-
-
-def dump_root_tree(root_image: str, path: str, dest_dir: str) -> str:
-    """Copy a folder of the root image to ``dest_dir``/<basename> (``debugfs rdump``); returns that path."""
-    _check_image_path(path)
-    real = _resolve(root_image, path)
-    os.makedirs(dest_dir, exist_ok=True)
-    _stdout, err = _debugfs(root_image, f'rdump "{real}" "{dest_dir}"')
-    target = os.path.join(dest_dir, os.path.basename(real.rstrip("/")))
-    if not os.path.isdir(target):
-        raise NodePluginError(f"cannot copy {path} out of the root image", path=root_image, details=err)
-    return target
+def read_root_file(root_image: str, path: str, *, limit: int = 64 << 20) -> bytes:
+    """The content of one file of an ext root image file (symlinks inside the image followed)."""
+    with open_root_image(root_image) as root:
+        return root.read_file(path, limit=limit)

@@ -16,7 +16,7 @@ import shlex
 
 from ._errors import NodePluginError
 from ._iso import IsoReader, opened
-from ._liveos import read_root_file
+from ._extfs import ExtFilesystem
 
 ISO_VERSION_FILE = "/isolinux/version"
 ROOT_VERSION_FILE = "/etc/default/version"
@@ -86,20 +86,20 @@ def parse_volume_id(volume_id: str) -> NodeInfo | None:
                     source=SOURCE_VOLUME_ID)
 
 
-def _root_text(root_image: str, path: str) -> str | None:
+def _root_text(root: ExtFilesystem, path: str) -> str | None:
     try:
-        return read_root_file(root_image, path).decode("utf-8", "replace")
+        return root.read_file(path, limit=_MAX_VERSION_FILE).decode("utf-8", "replace")
     except NodePluginError:
         return None
 
 
-def node_info_from_root(root_image: str) -> NodeInfo | None:
-    """Version facts from the root image alone (/etc/default/version, then /etc/system-release)."""
-    text = _root_text(root_image, ROOT_VERSION_FILE)
+def node_info_from_root(root: ExtFilesystem) -> NodeInfo | None:
+    """Version facts from the root file system alone (/etc/default/version, then /etc/system-release)."""
+    text = _root_text(root, ROOT_VERSION_FILE)
     info = _from_fields(parse_version_file(text), SOURCE_ROOT_VERSION) if text else None
     if info:
         return info
-    text = _root_text(root_image, SYSTEM_RELEASE)
+    text = _root_text(root, SYSTEM_RELEASE)
     return parse_system_release(text) if text else None
 
 
@@ -111,18 +111,18 @@ def iso_version_fields(iso: str | IsoReader) -> dict[str, str] | None:
         return parse_version_file(reader.read_bytes(ISO_VERSION_FILE, _MAX_VERSION_FILE).decode("utf-8", "replace"))
 
 
-def node_info(iso: str | IsoReader, *, root_image: str | None = None) -> NodeInfo:
+def node_info(iso: str | IsoReader, *, root: ExtFilesystem | None = None) -> NodeInfo:
     """Product/version/release of a Node ISO from the most trusted source available.
 
-    The root image is consulted only when isolinux/version lacks the facts and ``root_image``
-    (an unpacked ext3fs.img/rootfs.img) is given.
+    The root file system is consulted only when isolinux/version lacks the facts and ``root`` (the
+    image's ext3fs.img/rootfs.img, e.g. NodeIso.root_filesystem()) is given.
     """
     fields = iso_version_fields(iso)
     info = _from_fields(fields, SOURCE_ISO_VERSION) if fields else None
     if info:
         return info
-    if root_image:
-        info = node_info_from_root(root_image)
+    if root is not None:
+        info = node_info_from_root(root)
         if info:
             return info
     with opened(iso) as reader:

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The packages and plugins installed in a Node image, read without booting it and without libguestfs.
 
-The image's rpm database folder is copied out of the ext root image with debugfs and queried with
-the host's rpm bindings: rpm's sqlite backend, or for Fedora 17, EL6 and EL7 images their Berkeley DB
+The image's rpm database folder is copied out of the root file system (read with _extfs: from the
+ISO that is a lazy read of the squashfs, no unpacking) and queried with the host's rpm bindings: rpm's sqlite backend, or for Fedora 17, EL6 and EL7 images their Berkeley DB
 ``Packages`` through rpm's read-only ``bdb_ro`` backend. Each package is read with its file list, as
 rpm itself uses it to meet file requirements. Plugin records are the edit-node files
 ``/etc/ovirt-plugins.d/<name>``. rpmdb_write_problem tells, from the image's own rpm configuration,
@@ -19,8 +19,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 
+from ._blockio import FileRegion
 from ._errors import NodePluginError
-from ._liveos import dump_root_tree, extract_root_image, list_root_dir, read_root_file
+from ._extfs import ExtFilesystem
+from ._nodeiso import NodeIso
 from ._records import parse_plugin_record as records_parse
 from ._rpmdeps import InstalledPackage
 
@@ -44,6 +46,7 @@ RPM_MACRO_FILES = ("/usr/lib/rpm/macros", "/usr/lib/rpm/macros.d/macros.*", "/us
                    "/etc/rpm/macros.*", "/etc/rpm/macros")
 _DB_BACKEND = re.compile(rb"^[ \t]*%_db_backend[ \t]+(\S[^\n]*?)[ \t]*$", re.MULTILINE)
 _MACRO_FILE_LIMIT = 4 << 20
+_RECORD_LIMIT = 64 << 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,16 +130,23 @@ def read_rpm_database(dbpath: str) -> RpmDatabase:
     return RpmDatabase.of(database_format, packages)
 
 
-def rpm_database_from_root_image(root_image: str, workdir: str) -> RpmDatabase:
-    """The rpm database of an ext root image (its /var/lib/rpm copied to ``workdir`` with debugfs, then removed)."""
-    if list_root_dir(root_image, RPMDB_PATH) is None:
-        raise NodePluginError(f"the root image has no {RPMDB_PATH}", path=root_image,
+def rpm_database_of(root: ExtFilesystem, workdir: str) -> RpmDatabase:
+    """The rpm database of a root file system (its /var/lib/rpm copied to ``workdir``, read, then removed)."""
+    if not root.exists(RPMDB_PATH) or root.stat(RPMDB_PATH).kind != "dir":
+        raise NodePluginError(f"the root image has no {RPMDB_PATH}", path=root.name,
                               hint="this image carries no rpm database to inspect")
-    dbdir = tempfile.mkdtemp(prefix="rpmdb-", dir=workdir)
+    dbdir = os.path.join(tempfile.mkdtemp(prefix="rpmdb-", dir=workdir), "rpm")
     try:
-        return read_rpm_database(dump_root_tree(root_image, RPMDB_PATH, dbdir))
+        root.copy_tree(RPMDB_PATH, dbdir)
+        return read_rpm_database(dbdir)
     finally:
-        shutil.rmtree(dbdir, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(dbdir), ignore_errors=True)
+
+
+def rpm_database_from_root_image(root_image: str, workdir: str) -> RpmDatabase:
+    """The rpm database of an ext root image file."""
+    with FileRegion(root_image) as source:
+        return rpm_database_of(ExtFilesystem(source, name=root_image), workdir)
 
 
 def image_packages_from_root_image(root_image: str, workdir: str) -> list[InstalledPackage]:
@@ -145,13 +155,9 @@ def image_packages_from_root_image(root_image: str, workdir: str) -> list[Instal
 
 
 def rpm_database_from_iso(iso: str, workdir: str) -> RpmDatabase:
-    """The rpm database of a Node ISO's image: the root image is unpacked into ``workdir`` (then removed)."""
-    scratch = tempfile.mkdtemp(prefix="image-packages-", dir=workdir)
-    try:
-        root_image = extract_root_image(iso, scratch)
-        return rpm_database_from_root_image(root_image, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    """The rpm database of a Node ISO's image, read in place (only the blocks of /var/lib/rpm are decompressed)."""
+    with NodeIso(iso) as node:
+        return rpm_database_of(node.root_filesystem(), workdir)
 
 
 def _is_iso(path: str) -> bool:
@@ -188,19 +194,36 @@ def parse_plugin_record(text: str, *, record: str) -> InstalledPlugin:
                            record=record)
 
 
-def installed_plugins(root_image: str) -> list[InstalledPlugin]:
-    """Plugins recorded in /etc/ovirt-plugins.d of the root image (side files of plugins ignored)."""
-    entries = list_root_dir(root_image, PLUGIN_RECORDS)
-    if entries is None:
+def installed_plugins(root: ExtFilesystem) -> list[InstalledPlugin]:
+    """Plugins recorded in /etc/ovirt-plugins.d of a root file system (side files of plugins ignored)."""
+    if not root.exists(PLUGIN_RECORDS):
         return []
     plugins = []
-    for entry in sorted(entries, key=lambda item: item.name):
-        if not entry.is_file or entry.name.endswith(PLUGIN_SIDE_FILES) or entry.name.startswith("."):
+    for entry in sorted(root.listdir(PLUGIN_RECORDS), key=lambda item: item.name):
+        if entry.kind != "file" or entry.name.endswith(PLUGIN_SIDE_FILES) or entry.name.startswith("."):
             continue
         record = f"{PLUGIN_RECORDS}/{entry.name}"
-        text = read_root_file(root_image, record).decode("utf-8", "replace")
+        text = root.read_file(record, limit=_RECORD_LIMIT).decode("utf-8", "replace")
         plugins.append(parse_plugin_record(text, record=record))
     return plugins
+
+
+def image_file_reader(root: ExtFilesystem) -> Callable[[str], bytes | None]:
+    """An image path -> bytes reader for rpmdb_write_problem (None for what is absent or not a file)."""
+    def read(path: str) -> bytes | None:
+        if not root.exists(path) or root.stat(path).kind != "file":
+            return None
+        return root.read_file(path, limit=_MACRO_FILE_LIMIT)
+    return read
+
+
+def image_dir_lister(root: ExtFilesystem) -> Callable[[str], list[str] | None]:
+    """An image folder -> names lister for rpmdb_write_problem (None when the folder is absent)."""
+    def listdir(path: str) -> list[str] | None:
+        if not root.exists(path) or root.stat(path).kind != "dir":
+            return None
+        return [entry.name for entry in root.listdir(path)]
+    return listdir
 
 
 def _macro_file_paths(list_image_dir: Callable[[str], Iterable[str] | None] | None) -> list[str]:

@@ -297,6 +297,23 @@ packages:
   type: list
   elements: str
   sample: [bash-4.2.37-2.fc17.x86_64]
+rpmdb:
+  description:
+    - The image's rpm database as read for O(packages=true) (null otherwise), read in place out of the
+      squashfs (the root image is not unpacked).
+  returned: always
+  type: dict
+  contains:
+    format:
+      description: V(sqlite) (C(rpmdb.sqlite)), V(bdb) (Berkeley DB C(Packages), Fedora 17, EL6, EL7) or V(ndb).
+      type: str
+    packages:
+      description: How many packages were read.
+      type: int
+    files:
+      description: How many file names the packages list.
+      type: int
+  sample: {format: bdb, packages: 412, files: 98411}
 plugins:
   description: Plugins recorded in C(/etc/ovirt-plugins.d) (null unless O(packages=true)).
   returned: always

@@ -435,13 +435,20 @@ def test_fixture_rpm_database_copy_matches_debugfs_rdump(node_iso, tmp_path):
     ext_seconds = time.monotonic() - started
 
     started = time.monotonic()
-    reference_listing = liveos.list_root_dir(root_image, "/var/lib/rpm")
-    reference = liveos.dump_root_tree(root_image, "/var/lib/rpm", str(tmp_path / "debugfs"))
-    reference_version = liveos.read_root_file(root_image, "/etc/default/version")
+    os.makedirs(tmp_path / "debugfs")
+    version_file = tmp_path / "version"
+    listing_text, _rdump, _dump = _debugfs(root_image, ['ls -p "/var/lib/rpm"',
+                                                       f'rdump "/var/lib/rpm" "{tmp_path / "debugfs"}"',
+                                                       f'dump "/etc/default/version" "{version_file}"'])
+    reference = str(tmp_path / "debugfs" / "rpm")
+    reference_version = version_file.read_bytes()
     debugfs_seconds = time.monotonic() - started
 
     assert version == lazy_version == reference_version
-    expected_listing = sorted((entry.name, entry.mode, entry.size) for entry in reference_listing)
+    # ls -p: /inode/mode/uid/gid/name/size/
+    expected_listing = sorted((fields[5], int(fields[2], 8), int(fields[6]))
+                              for fields in (line.strip().split("/") for line in listing_text.decode().splitlines())
+                              if len(fields) >= 7 and fields[5] not in (".", ".."))
     for reader, entries in ((fs, listing), (lazy, lazy_listing)):
         assert sorted((entry.name, reader.stat(entry.ino).mode, reader.stat(entry.ino).size)
                       for entry in entries) == expected_listing

