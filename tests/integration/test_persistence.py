@@ -10,12 +10,13 @@
   empty config disk persists agent.conf through the Node's persist and copies config/ into /config; an
   edit survives the second boot with the same disk.
 - ISO, stateless: the same ISO without a config disk boots, the plugin runs, and the boot log says
-  agent.conf is not kept.
+  agent.conf is not kept; so does a hot-add of the plugin there.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 import shlex
 import subprocess
@@ -105,13 +106,18 @@ def _iso_with_plugin(base_iso: str, plugin: str, workdir: str) -> str:
     return dest
 
 
+def _cli_hotadd(node: NodeVM, plugin: str, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ovirt-plugin-build"), "hotadd",
+                           "--host", f"root@127.0.0.1:{node.port}", "--plugin", plugin, "--identity", node.key,
+                           "--ssh-option", f"UserKnownHostsFile={node.known_hosts}", *args],
+                          capture_output=True, text=True, check=False, timeout=1800, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def _hotadd_then_edit(plugin: str):
     def act(node: NodeVM) -> None:
-        done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ovirt-plugin-build"), "hotadd",
-                               "--host", f"root@127.0.0.1:{node.port}", "--plugin", plugin, "--identity", node.key,
-                               "--ssh-option", f"UserKnownHostsFile={node.known_hosts}"],
-                              capture_output=True, text=True, check=False, timeout=1800, stdin=subprocess.DEVNULL)
-        assert done.returncode == 0, done.stderr
+        done = _cli_hotadd(node, plugin)
         assert f"persisted: {AGENT_CONF}" in done.stdout, done.stdout
         node.ssh(f"printf %s {shlex.quote(EDIT)} >> {AGENT_CONF}")
     return act
@@ -142,7 +148,11 @@ def boots(node_iso_factory, example_rpms, tmp_path_factory) -> dict[str, Boot]:
         return {"iso-first": first, "iso-second": second}
 
     def stateless() -> dict[str, Boot]:
-        return {"iso-stateless": _boot(iso, os.path.join(root, "s1"), QUESTIONS)}
+        hotadd_outputs = []
+        boot = _boot(iso, os.path.join(root, "s1"), QUESTIONS,
+                     before=lambda node: hotadd_outputs.append(_cli_hotadd(node, plugin, "--json")))
+        boot.answers["hotadd"] = hotadd_outputs[0].stdout
+        return {"iso-stateless": boot}
 
     # Two TCG guests at a time do not slow each other on two cores.
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -198,3 +208,11 @@ def test_the_same_iso_runs_stateless_and_its_boot_log_says_what_is_not_kept(boot
     assert boot.answers["agent_conf"] == "server=manager.example.com\nport=7777\n"
     assert " /config " not in boot.answers["mounts"] and boot.answers["site_conf"] == ""
     assert "not kept" in boot.answers["hooks_log"]
+
+
+def test_a_hot_add_on_a_stateless_node_says_what_is_not_kept(boots):
+    """The ISO already has vendor-agent 1.0 with its records: no change, and the declared path is reported."""
+    [result] = json.loads(boots["iso-stateless"].answers["hotadd"])["plugins"]
+    assert not result["changed"] and not result["node"]["stateful"]
+    assert result["persist"]["not_kept"] == [AGENT_CONF]
+    assert any("stateless Node" in warning and AGENT_CONF in warning for warning in result["warnings"])
