@@ -8,6 +8,10 @@ for every scriptlet, is met by the package that owns the file). The plugin's own
 repositories (folders of RPMs, or rpm-md repositories by file://, http:// or https:// URL) are the
 candidates. The solver's transaction says what is missing from the
 image: exactly those packages go into the plugin.
+
+An rpm-md repository is read the way dnf reads it: the primary metadata must have the checksum that
+``repomd.xml`` gives, and every package taken from it the checksum the primary metadata gives.
+Downloads are retried a bounded number of times (_artifacts.download); a mismatch is refused.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ from xml.etree import ElementTree
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError, SSLValidationError, open_url
-
+from ._artifacts import Checksum, check_file, download
 from ._errors import NodePluginError, excerpt
 
 try:
@@ -36,7 +39,6 @@ _NVRA = re.compile(r"^(?P<name>\S+)-(?:(?P<epoch>\d+):)?(?P<version>[^-\s]+)-(?P
                    r"\.(?P<arch>[A-Za-z0-9_]+)$")
 _DEP = re.compile(r"^\s*(?P<name>\S+)(?:\s*(?P<op><=|>=|=|<|>)\s*(?P<evr>\S+))?\s*$")
 _REPOMD_NS = {"repo": "http://linux.duke.edu/metadata/repo"}
-_DOWNLOAD_TIMEOUT = 60
 ASSUMED_FILES = "(files-of-the-image, assumed from a plain package list)"
 
 
@@ -73,6 +75,8 @@ class ResolvedPackage:
     path: str
     role: str
     repo: str
+    # The checksum the repository's metadata gives (rpm-md repositories), which the file must have.
+    checksum: Checksum | None = None
 
 
 @dataclass
@@ -175,16 +179,7 @@ class _Candidates:
         self.label = label
         self.repo = repo
         self.files: dict[int, str] = {}
-
-
-def _download(url: str, dest: str) -> str:
-    try:
-        with open_url(url, timeout=_DOWNLOAD_TIMEOUT) as response, open(dest, "wb") as handle:
-            shutil.copyfileobj(response, handle)
-    except (OSError, ValueError, UrlConnectionError, SSLValidationError) as exc:
-        raise NodePluginError(f"cannot download {url}: {exc}",
-                              hint="check the repository URL and the network") from exc
-    return dest
+        self.checksums: dict[int, Checksum] = {}
 
 
 def _utf8(text: str) -> bool:
@@ -267,15 +262,18 @@ class Resolver:
         paths = sorted(glob.glob(os.path.join(folder, "**", "*.rpm"), recursive=True))
         return self.add_rpm_files(location, [path for path in paths if not path.endswith(".src.rpm")])
 
-    def _fetch(self, base: str, relative: str, remote: bool) -> str:
+    def _fetch(self, base: str, relative: str, remote: bool, checksum: Checksum | None = None) -> str:
+        what = f"{relative} of the repository {base}"
         if not remote:
             path = os.path.join(base, relative)
             if not os.path.isfile(path):
                 raise NodePluginError(f"the repository lacks {relative}", path=base)
+            if checksum is not None:
+                check_file(path, checksum, what)
             return path
         dest = tempfile.mkstemp(dir=self.workdir, suffix="-" + os.path.basename(relative))
         os.close(dest[0])
-        return _download(base.rstrip("/") + "/" + relative, dest[1])
+        return download(base.rstrip("/") + "/" + relative, dest[1], checksum=checksum, what=what)
 
     def _add_rpmmd(self, base: str, remote: bool) -> _Candidates:
         repomd = self._fetch(base, "repodata/repomd.xml", remote)
@@ -284,9 +282,13 @@ class Resolver:
         except ElementTree.ParseError as exc:
             raise NodePluginError(f"repodata/repomd.xml is not XML ({exc})", path=base) from exc
         primary = root.find("repo:data[@type='primary']/repo:location", _REPOMD_NS)
-        if primary is None:
+        if primary is None or not primary.get("href"):
             raise NodePluginError("repodata/repomd.xml names no primary metadata", path=base)
-        primary_file = self._fetch(base, primary.get("href"), remote)
+        href = primary.get("href")
+        if href.startswith("/") or ".." in href.split("/"):
+            raise NodePluginError(f"repodata/repomd.xml names primary metadata outside the repository: {excerpt(href)}",
+                                  path=base)
+        primary_file = self._fetch(base, href, remote, _metadata_checksum(root, base))
         candidates = _Candidates(base, self.pool.add_repo(base))
         handle = solv.xfopen(primary_file)
         if handle is None or not candidates.repo.add_rpmmd(handle, None, 0):
@@ -295,8 +297,12 @@ class Resolver:
         candidates.repo.internalize()
         for solvable in candidates.repo.solvables:
             location, _media = solvable.lookup_location()
+            if location.startswith("/") or ".." in location.split("/"):
+                raise NodePluginError(f"the primary metadata places {solvable.str()[:80]!r} outside the repository: "
+                                      f"{excerpt(location)}", path=base)
             candidates.files[solvable.id] = (base.rstrip("/") + "/" + location) if remote \
                 else os.path.join(base, location)
+            candidates.checksums[solvable.id] = _package_checksum(solvable, base)
         self.candidates.append(candidates)
         return candidates
 
@@ -349,11 +355,13 @@ class Resolver:
                  for solvable_id, path in candidates.files.items()}
         for solvable in transaction.newsolvables():
             candidates, path = by_id[solvable.id]
+            checksum = candidates.checksums.get(solvable.id)
             role = "plugin" if candidates is plugin else "dependency"
             for old in self.installed.solvables:
                 if old.name == solvable.name and role == "dependency" and old.name != ASSUMED_FILES:
                     replaced.append(f"  {solvable.str()} would replace the image's {old.str()}")
-            resolution.packages.append(ResolvedPackage(solvable.name, solvable.str(), path, role, candidates.label))
+            resolution.packages.append(ResolvedPackage(solvable.name, solvable.str(), path, role, candidates.label,
+                                                       checksum))
             for requirement in solvable.lookup_deparray(solv.SOLVABLE_REQUIRES, 0):
                 providers = [provider for provider in self.pool.whatprovides(requirement)
                              if provider.repo == self.installed]
@@ -394,12 +402,34 @@ def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str], image_pack
     materialized = []
     for package in resolution.packages:
         url = urllib.parse.urlparse(package.path)
+        what = f"the package {package.nevra} of the repository {package.repo}"
         if url.scheme in ("http", "https"):
             if not download_dir:
                 raise NodePluginError("packages from http(s) repositories need a download folder")
             dest = os.path.join(download_dir, os.path.basename(url.path))
-            _download(package.path, dest)
-            package = ResolvedPackage(package.name, package.nevra, dest, package.role, package.repo)
+            download(package.path, dest, checksum=package.checksum, what=what)
+            package = ResolvedPackage(package.name, package.nevra, dest, package.role, package.repo, package.checksum)
+        elif package.checksum is not None:
+            check_file(package.path, package.checksum, what)
         materialized.append(package)
     resolution.packages = materialized
     return resolution
+
+
+def _metadata_checksum(repomd, base: str) -> Checksum:
+    """The checksum repomd.xml gives for the primary metadata, which the fetched file must have."""
+    element = repomd.find("repo:data[@type='primary']/repo:checksum", _REPOMD_NS)
+    if element is None or not (element.text or "").strip():
+        raise NodePluginError("repodata/repomd.xml gives no checksum of the primary metadata, so it cannot be "
+                              "checked", path=base, hint="regenerate the repository metadata (createrepo_c)")
+    return Checksum.parse(f"{element.get('type', '')}:{element.text.strip()}",
+                          what="the checksum of the primary metadata in repodata/repomd.xml")
+
+
+def _package_checksum(solvable, base: str) -> Checksum:
+    """The checksum the primary metadata gives for a package, which its file must have."""
+    found = solvable.lookup_checksum(solv.SOLVABLE_CHECKSUM)
+    if found is None:
+        raise NodePluginError(f"the primary metadata gives no checksum of {solvable.str()[:80]!r}, so it cannot be "
+                              "checked", path=base, hint="regenerate the repository metadata (createrepo_c)")
+    return Checksum.parse(f"{found.typestr()}:{found.hex()}", what=f"the checksum of {solvable.str()[:80]!r}")
