@@ -41,6 +41,7 @@ from typing import Protocol
 from . import _persist as persist
 from ._digests import file_sha256
 from ._errors import NodePluginError
+from ._module import quote
 from ._nodeinfo import NodeInfo, parse_system_release, parse_version_file
 from ._plugin import PluginArchive, open_plugin
 from ._records import RECORDS_DIR, parse_plugin_record, plugin_record
@@ -60,6 +61,7 @@ LASTS = ("the packages last until the Node reboots; rebuild the Node ISO with th
          "(ovirt.node_plugins.node_plugin_apply, ovirt-plugin-build build) to keep them")
 _MARK = "@@ovirt-hotadd"
 _OUTPUT_LIMIT = 4000
+_OUTPUT_LINES = 60
 # Version files are a few hundred bytes, records three lines: bounded reads of what the Node sends.
 _READ_LIMIT = 65536
 # rpm prints '(none)' for a missing epoch in every version since 4.4; %|EPOCH?{}| gives 0 instead.
@@ -80,7 +82,9 @@ class ShellOutcome:
 
     @property
     def output(self) -> str:
-        return (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).replace("\r", "")
+        """stdout and stderr for people: the last lines, each printable and bounded (vendor code wrote them)."""
+        text = "\n".join(part.rstrip("\n") for part in (self.stdout, self.stderr) if part).replace("\r", "")
+        return "\n".join(quote(line, 300) for line in text.splitlines()[-_OUTPUT_LINES:])
 
 
 class NodeConnection(Protocol):
@@ -136,8 +140,9 @@ class OpenSshConnection:
             self._control = None
 
     def _common(self) -> list[str]:
+        # A busy Node (or hypervisor host) may not answer for a minute: give up on it after two.
         options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
-                   "-o", "ServerAliveInterval=15"]
+                   "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=8"]
         if self._control:
             options += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}/%C", "-o", "ControlPersist=120"]
         if self.identity:
@@ -158,7 +163,8 @@ class OpenSshConnection:
                                   hint="install the package 'openssh-client'") from exc
         except subprocess.TimeoutExpired as exc:
             raise NodePluginError(f"{what} on {self.target} did not finish within {self.command_timeout:.0f} s") from exc
-        if done.returncode == 255 and argv[0] == "ssh" or argv[0] == "scp" and done.returncode != 0:
+        # ssh exits 255 for its own failures (else with the remote command's status); scp fails as a whole.
+        if done.returncode == 255 if argv[0] == "ssh" else done.returncode != 0:
             stderr = done.stderr.decode("utf-8", "replace").strip()
             raise NodePluginError(f"cannot reach {self.target} with {argv[0]} ({what})", details=stderr[-2000:],
                                   hint="check the host, the port, the key (--identity) and the host key "
@@ -305,9 +311,15 @@ def live_refusals(archive: PluginArchive) -> list[str]:
     %pre, %post --nochroot (they act on the image or the ISO, which a running Node does not have)."""
     recipe = archive.recipe
     refusals = []
+    in_section = False  # script and %packages bodies are not commands
     for number, line in enumerate(archive.recipe_text.splitlines(), start=1):
         words = line.split()
         if not words:
+            continue
+        if words[0].startswith("%"):
+            in_section = words[0] != "%end"
+            continue
+        if in_section:
             continue
         if words[0] == "part" and recipe.root_size_mib is not None:
             refusals.append(f"line {number}: 'part' resizes the root image, which a running Node cannot grow")
@@ -459,10 +471,10 @@ def _check_compatible(archive: PluginArchive, node: RunningNode, target: str) ->
     compat, manifest, info = archive.manifest.node, archive.manifest, node.info
     if compat.product and info.product and not product_matches(compat.product, info):
         raise NodePluginError(f"plugin {manifest.name} {manifest.version} is for '{compat.product}', {target} runs "
-                              f"'{info.product}'", hint=f"the Node's product was read from {info.source}")
+                              f"'{quote(info.product, 100)}'", hint=f"the Node's product was read from {info.source}")
     if not parse_range(compat.versions).admits(info.version, info.release):
         raise NodePluginError(f"plugin {manifest.name} {manifest.version} needs Node {compat.versions}, {target} runs "
-                              f"{info.version}-{info.release}",
+                              f"{quote(info.version, 60)}-{quote(info.release, 60)}",
                               hint=f"the Node's version was read from {info.source}; use a plugin release made for it")
 
 
@@ -503,7 +515,7 @@ def _plan(archive: PluginArchive, headers: Sequence[RpmHeader], node: RunningNod
 
 
 def node_label(node: RunningNode) -> str:
-    return f"the Node ({node.info.product or 'Node'} {node.info.version}-{node.info.release})"
+    return f"the Node ({quote(node.info.product or 'Node', 100)} {quote(node.info.version, 60)}-{quote(node.info.release, 60)})"
 
 
 # -- acting on the Node ----------------------------------------------------------------------------

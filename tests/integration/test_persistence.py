@@ -138,7 +138,17 @@ def boots(node_iso_factory, example_rpms, tmp_path_factory) -> dict[str, Boot]:
     def hotadd_sequence() -> dict[str, Boot]:
         first = _boot(base.iso, os.path.join(root, "h1"), QUESTIONS, config_disk=hotadd_disk,
                       before=_hotadd_then_edit(plugin))
-        second = _boot(base.iso, os.path.join(root, "h2"), QUESTIONS, config_disk=hotadd_disk)
+        before_rehotadd = {}
+
+        def look_then_hotadd_again(node: NodeVM) -> None:
+            before_rehotadd["installed"] = node.ssh(f"{RPM} -q vendor-agent 2>&1; true").stdout
+            before_rehotadd["agent_conf"] = node.read(AGENT_CONF)
+            before_rehotadd["mounts"] = node.read("/proc/mounts")
+            before_rehotadd["hotadd"] = _cli_hotadd(node, plugin, "--json").stdout
+
+        second = _boot(base.iso, os.path.join(root, "h2"), QUESTIONS, config_disk=hotadd_disk,
+                       before=look_then_hotadd_again)
+        second.answers.update({f"{name}_before_rehotadd": answer for name, answer in before_rehotadd.items()})
         return {"hotadd-first": first, "hotadd-second": second}
 
     def iso_sequence() -> dict[str, Boot]:
@@ -171,10 +181,19 @@ def test_hot_added_package_lasts_until_the_reboot_and_the_persisted_edit_survive
     assert first.answers["installed"].strip() == "vendor-agent-1.0-1.noarch"
     assert first.answers["agent_conf"].endswith(EDIT)
     assert f" {AGENT_CONF} ext4 " in first.answers["mounts"]
-    assert second.answers["installed"].strip() == "package vendor-agent is not installed"
-    assert second.answers["agent_conf"] == "server=manager.example.com\nport=7777\n" + EDIT
+    assert second.answers["installed_before_rehotadd"].strip() == "package vendor-agent is not installed"
+    assert second.answers["agent_conf_before_rehotadd"] == "server=manager.example.com\nport=7777\n" + EDIT
+    assert f" {AGENT_CONF} ext4 " in second.answers["mounts_before_rehotadd"], "bind-mounted early at boot"
     assert second.answers["config_files"].splitlines() == [AGENT_CONF]
-    assert f" {AGENT_CONF} ext4 " in second.answers["mounts"], "bind-mounted early at boot"
+
+
+def test_hot_adding_again_after_the_reboot_keeps_the_persisted_edit(boots):
+    """rpm leaves the existing %config(noreplace) file alone (agent.conf.rpmnew): the bind mount keeps the edit."""
+    second = boots["hotadd-second"]
+    [result] = json.loads(second.answers["hotadd_before_rehotadd"])["plugins"]
+    assert result["changed"] and result["persist"]["already"] == [AGENT_CONF]
+    assert second.answers["installed"].strip() == "vendor-agent-1.0-1.noarch"
+    assert second.answers["agent_conf"].endswith(EDIT)
 
 
 def test_an_iso_with_the_plugin_persists_its_declared_paths_at_first_boot(boots):

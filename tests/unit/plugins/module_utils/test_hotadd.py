@@ -109,8 +109,15 @@ def test_recipes_for_images_are_refused_directive_by_directive():
 
 
 def test_a_recipe_with_packages_and_post_only_is_accepted():
+    """Words inside a script are not directives, even 'part' or 'bootloader' at the start of a line."""
     assert hotadd.live_refusals(_Archive("repo --name=p --baseurl=file://rpms\n%packages\np\n%end\n"
-                                         "%post\necho ok\n%end\n")) == []
+                                         "%post\npart=1\nbootloader --append x\necho $part\n%end\n")) == []
+
+
+def test_output_of_the_node_is_shown_printable_and_bounded():
+    outcome = hotadd.ShellOutcome(1, "line\x1b[2J\r\n" * 100 + "last\n", "err\x07")
+    shown = outcome.output.splitlines()
+    assert len(shown) == 60 and shown[-2:] == ["last", "err\\x07"] and "\\x1b[2J" in shown[0]
 
 
 def test_a_plugin_product_matches_the_nodes_product_or_its_code():
