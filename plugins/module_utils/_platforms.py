@@ -68,6 +68,10 @@ class PlatformFamily:
     tools: Mapping[str, Provided]
     files: Mapping[str, Provided]
     uefi_firmware: tuple[UefiFirmware, ...]
+    # The package names this collection uses on the family (the tables above, meta/ee-bindep.txt, bindep.txt),
+    # each checked to exist in the package index of the family's reference release.
+    reference_release: str = ""
+    known_packages: frozenset[str] = frozenset()
 
     def package_of(self, name: str) -> str | None:
         """The package that provides the tool or file ``name`` on this family, if the table knows it."""
@@ -123,6 +127,16 @@ DEBIAN = PlatformFamily(
         UefiFirmware("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd", package="ovmf"),
         UefiFirmware("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd", package="ovmf"),
     ),
+    reference_release="Debian 12 (bookworm)",
+    known_packages=frozenset({
+        "python3-venv", "python3-dev", "python3-guestfs", "python3-rpm", "python3-solv", "python3-lzo",
+        "libguestfs-tools", "linux-image-amd64", "rpm", "gnupg", "xorriso", "squashfs-tools", "isomd5sum", "mtools",
+        "e2fsprogs", "cpio", "busybox-static", "pxelinux", "syslinux-common", "syslinux-utils", "isolinux",
+        "grub-common", "grub-efi-amd64-bin", "grub-pc-bin", "qemu-system-x86", "qemu-utils", "ovmf",
+        "openssh-client", "openssh-server", "openssh-sftp-server", "tftp-hpa", "tftpd-hpa", "createrepo-c",
+        "dracut-core", "dracut-live", "file", "zstd", "xz-utils", "bzip2", "db5.3-util", "iproute2", "nginx-light",
+        "curl",
+    }),
 )
 
 EL = PlatformFamily(
@@ -143,7 +157,7 @@ EL = PlatformFamily(
         "qemu-system-x86_64": Provided(("qemu-system-x86_64", "/usr/libexec/qemu-kvm"), "qemu-kvm"),
         **_same("qemu-img", "qemu-img", "qemu-io", "qemu-nbd"),
         "grub-mkimage": Provided(("grub2-mkimage", "grub-mkimage"), "grub2-tools"),
-        "grub-script-check": Provided(("grub2-script-check", "grub-script-check"), "grub2-tools-minimal"),
+        "grub-script-check": Provided(("grub2-script-check", "grub-script-check"), "grub2-tools"),
         "grub-mkstandalone": Provided(("grub2-mkstandalone", "grub-mkstandalone"), "grub2-tools-extra"),
         "busybox": Provided(("busybox",), "busybox"),
         "dracut": Provided(("dracut",), "dracut"),
@@ -164,6 +178,14 @@ EL = PlatformFamily(
                      package="edk2-ovmf"),
         UefiFirmware("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd", package="edk2-ovmf"),
     ),
+    # The base of the execution environment (execution-environment.yml); EL 9 and 10 name these alike.
+    reference_release="Fedora 42",
+    known_packages=frozenset({
+        "python3", "python3-devel", "python3-libguestfs", "python3-rpm", "python3-solv", "python3-lzo", "libguestfs",
+        "kernel-core", "rpm", "rpm-build", "gnupg2", "xorriso", "squashfs-tools", "isomd5sum", "mtools", "e2fsprogs",
+        "cpio", "busybox", "syslinux-nonlinux", "grub2-tools", "grub2-tools-extra", "grub2-efi-x64-modules",
+        "qemu-kvm", "qemu-img", "edk2-ovmf", "openssh-clients", "tftp", "createrepo_c", "dracut",
+    }),
 )
 
 FAMILIES: tuple[PlatformFamily, ...] = (DEBIAN, EL)

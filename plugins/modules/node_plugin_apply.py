@@ -109,6 +109,13 @@ options:
     description: Rebuild even when the output's build record matches the inputs.
     type: bool
     default: false
+  accelerator:
+    description:
+      - Accelerator of the libguestfs appliance. V(kvm) needs a usable C(/dev/kvm); V(tcg) emulates (always
+        works, slower); V(auto) uses KVM only when a kernel really boots under it.
+      - Unset uses the C(OVIRT_NODE_PLUGINS_ACCEL) setting of the host the module runs on, else V(auto).
+    type: str
+    choices: [auto, tcg, kvm]
 requirements:
   - pycdlib
   - xorriso
@@ -243,7 +250,9 @@ workdir:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._accel import CHOICES as ACCELERATORS
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._apply import ApplyRequest, apply_plugins
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._boot import with_vm_settings
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._choices import COMPRESSORS, SELINUX_RELABEL
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import run_engine
 
@@ -262,13 +271,18 @@ ARGUMENT_SPEC = {
     "compression": {"type": "str", "choices": list(COMPRESSORS)},
     "keep_workdir": {"type": "bool", "default": False},
     "force": {"type": "bool", "default": False},
+    "accelerator": {"type": "str", "choices": list(ACCELERATORS)},
 }
+# Options that are settings of the run (_boot.apply_vm_settings), not fields of the request.
+_SETTINGS = ("accelerator",)
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    request = ApplyRequest(check_mode=module.check_mode, **{name: module.params[name] for name in ARGUMENT_SPEC})
-    result = run_engine(module, apply_plugins, request,
+    request = ApplyRequest(check_mode=module.check_mode,
+                           **{name: module.params[name] for name in ARGUMENT_SPEC if name not in _SETTINGS})
+    engine = with_vm_settings(apply_plugins, accelerator=module.params["accelerator"])
+    result = run_engine(module, engine, request,
                         requires=("pycdlib", "rpm", "guestfs", "jsonschema", "pykickstart"), outputs=("dest",))
     output = result.to_dict()
     if module._diff:
