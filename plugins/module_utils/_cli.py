@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ._accel import CHOICES as ACCELERATORS, SETTING as ACCEL_SETTING
 from ._choices import BOOT_TESTS, COMPRESSORS, PLUGIN_KINDS
 from ._module import Failure, check_tmpdir, explain_failure
+from ._version import VERSION
 
 if TYPE_CHECKING:  # pragma: no cover - rich is imported only when the progress is shown
     from rich import progress as rich_progress
@@ -202,6 +205,13 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
                         help="for real Node ISOs: a console line that proves the boot, e.g. 'login:'")
     parser.add_argument("--sign-key", metavar="KEYID", help="sign the report (detached, <report>.asc)")
     parser.add_argument("--gnupg-home", metavar="DIR", help="GnuPG home holding the signing key")
+    parser.add_argument("--boot-timeout", type=int, default=300, metavar="SECONDS",
+                        help="seconds each boot test may take before it counts as failed (default: 300)")
+    parser.add_argument("--boot-memory", type=int, metavar="MIB",
+                        help="memory of the booted guest in MiB (default: $OVIRT_NODE_PLUGINS_BOOT_MEMORY or 1024)")
+    parser.add_argument("--accel", choices=ACCELERATORS, dest="accelerator",
+                        help=f"accelerator of QEMU and libguestfs (default: ${ACCEL_SETTING} or auto: KVM only when a "
+                             "kernel really boots under it)")
 
 
 def _add_build(subparsers) -> None:
@@ -226,7 +236,9 @@ def _run_build(args: argparse.Namespace) -> dict:
                            keyring=args.keyring, allow_unlisted_paths=args.allow_unlisted_paths,
                            compression=args.compression, keep_workdir=args.keep_workdir, force=args.force)
     build = BuildRequest(apply=request, boot_test=args.boot_test, marker_regex=args.marker_regex,
-                         report=args.report, sign_key=args.sign_key, gnupg_home=args.gnupg_home)
+                         report=args.report, sign_key=args.sign_key, gnupg_home=args.gnupg_home,
+                         boot_timeout=args.boot_timeout)
+    _apply_vm_options(args)
     with _StageProgress(not args.json) as progress:
         return build_and_certify(build, progress=progress.stage).to_dict()
 
@@ -239,6 +251,11 @@ def _describe_checks(verify: dict) -> list[str]:
     lines.append(f"report: {verify['report']}" + (f" (signature {verify['signature']})" if verify["signature"] else ""))
     lines.append("CERTIFIED" if verify["certified"] else "NOT CERTIFIED")
     return lines
+
+
+def _apply_vm_options(args: argparse.Namespace) -> None:
+    from ._boot import apply_vm_settings  # pylint: disable=import-outside-toplevel
+    apply_vm_settings(accelerator=args.accelerator, boot_memory=args.boot_memory)
 
 
 def _describe_build(result: dict) -> str:
@@ -276,7 +293,9 @@ def _run_verify(args: argparse.Namespace) -> dict:
     from ._verify import VerifyRequest, verify_iso  # pylint: disable=import-outside-toplevel
     request = VerifyRequest(src=args.iso, base=args.base, plugins=args.plugins, boot_test=args.boot_test,
                             marker_regex=args.marker_regex, report=args.report, sign_key=args.sign_key,
-                            gnupg_home=args.gnupg_home)
+                            gnupg_home=args.gnupg_home,
+                            boot_timeout=args.boot_timeout)
+    _apply_vm_options(args)
     with _StageProgress(not args.json) as progress:
         return verify_iso(request, progress=progress.stage).to_dict()
 
@@ -392,6 +411,23 @@ def _describe_hotadd(result: dict) -> str:
 SUBCOMMANDS: list[Callable] = [_add_build, _add_verify, _add_inspect, _add_pack, _add_hotadd]
 
 
+def version_text() -> str:
+    """``ovirt-plugin-build <version> (collection at <folder>)``: the version and which copy of the collection runs."""
+    collection = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return f"ovirt-plugin-build {VERSION} (collection at {collection})"
+
+
+class _VersionAction(argparse.Action):
+    """--version: version_text() on one line of stdout (argparse's own action wraps it), then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stdout.write(version_text() + "\n")
+        parser.exit()
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ovirt-plugin-build",
@@ -399,6 +435,8 @@ def make_parser() -> argparse.ArgumentParser:
                     "ISO (verify), show what an ISO holds (inspect), package RPMs as a plugin (pack).",
         epilog="Run 'ovirt-plugin-build <command> --help' for a command's options and examples.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage and command")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="show the version of ovirt.node_plugins and where the collection is, then exit")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)

@@ -67,6 +67,18 @@ options:
     description: Seconds each boot may take before it counts as failed.
     type: int
     default: 300
+  boot_memory:
+    description:
+      - Memory of the booted guest in MiB (at least 256).
+      - Unset uses the C(OVIRT_NODE_PLUGINS_BOOT_MEMORY) setting of the host the module runs on, else 1024.
+    type: int
+  accelerator:
+    description:
+      - Accelerator of QEMU and the libguestfs appliance. V(kvm) needs a usable C(/dev/kvm); V(tcg) emulates
+        (always works, slower); V(auto) uses KVM only when a kernel really boots under it.
+      - Unset uses the C(OVIRT_NODE_PLUGINS_ACCEL) setting of the host the module runs on, else V(auto).
+    type: str
+    choices: [auto, tcg, kvm]
   marker_regex:
     description:
       - For ISOs without the test marker line (a real oVirt Node), a regular expression whose match on
@@ -146,6 +158,8 @@ durations:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._accel import CHOICES as ACCELERATORS
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._boot import with_vm_settings
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._choices import BOOT_TESTS
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import run_engine
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
@@ -156,17 +170,24 @@ ARGUMENT_SPEC = {
     "plugins": {"type": "list", "elements": "path", "default": []},
     "boot_test": {"type": "str", "choices": list(BOOT_TESTS), "default": "none"},
     "boot_timeout": {"type": "int", "default": 300},
+    "boot_memory": {"type": "int"},
+    "accelerator": {"type": "str", "choices": list(ACCELERATORS)},
     "marker_regex": {"type": "str"},
     "report": {"type": "path"},
     "sign_key": {"type": "str", "no_log": False},
     "gnupg_home": {"type": "path"},
 }
+# Options that are settings of the run (_boot.apply_vm_settings), not fields of the request.
+_SETTINGS = ("boot_memory", "accelerator")
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    request = VerifyRequest(check_mode=module.check_mode, **{name: module.params[name] for name in ARGUMENT_SPEC})
-    result = run_engine(module, verify_iso, request, requires=("pycdlib", "rpm", "guestfs"), outputs=("report",))
+    request = VerifyRequest(check_mode=module.check_mode,
+                            **{name: module.params[name] for name in ARGUMENT_SPEC if name not in _SETTINGS})
+    engine = with_vm_settings(verify_iso, accelerator=module.params["accelerator"],
+                              boot_memory=module.params["boot_memory"])
+    result = run_engine(module, engine, request, requires=("pycdlib", "rpm", "guestfs"), outputs=("report",))
     output = result.to_dict()
     output["changed"] = result.report_changed
     if not result.certified:
