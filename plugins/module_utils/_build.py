@@ -39,6 +39,7 @@ class BuildRequest:
     report: str | None = None
     sign_key: str | None = None
     gnupg_home: str | None = None
+    deep: bool = False
 
 
 @dataclasses.dataclass
@@ -64,7 +65,7 @@ def _verify_request(request: BuildRequest, src: str, report: str, report_iso: st
     return VerifyRequest(src=src, base=request.apply.src, plugins=list(request.apply.plugins),
                          boot_test=request.boot_test, boot_timeout=request.boot_timeout,
                          marker_regex=request.marker_regex, report=report, sign_key=request.sign_key,
-                         gnupg_home=request.gnupg_home, report_iso=report_iso)
+                         gnupg_home=request.gnupg_home, report_iso=report_iso, deep=request.deep)
 
 
 def rejected_path(dest: str) -> str:

@@ -212,6 +212,9 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accel", choices=ACCELERATORS, dest="accelerator",
                         help=f"accelerator of QEMU and libguestfs (default: ${ACCEL_SETTING} or auto: KVM only when a "
                              "kernel really boots under it)")
+    parser.add_argument("--deep", action="store_true",
+                        help="verify every package (rpm -Va) and compare every file with the base, instead of the "
+                             "changed blocks only")
 
 
 def _add_build(subparsers) -> None:
@@ -237,7 +240,7 @@ def _run_build(args: argparse.Namespace) -> dict:
                            compression=args.compression, keep_workdir=args.keep_workdir, force=args.force)
     build = BuildRequest(apply=request, boot_test=args.boot_test, marker_regex=args.marker_regex,
                          report=args.report, sign_key=args.sign_key, gnupg_home=args.gnupg_home,
-                         boot_timeout=args.boot_timeout)
+                         boot_timeout=args.boot_timeout, deep=args.deep)
     _apply_vm_options(args)
     with _StageProgress(not args.json) as progress:
         return build_and_certify(build, progress=progress.stage).to_dict()
@@ -294,7 +297,7 @@ def _run_verify(args: argparse.Namespace) -> dict:
     request = VerifyRequest(src=args.iso, base=args.base, plugins=args.plugins, boot_test=args.boot_test,
                             marker_regex=args.marker_regex, report=args.report, sign_key=args.sign_key,
                             gnupg_home=args.gnupg_home,
-                            boot_timeout=args.boot_timeout)
+                            boot_timeout=args.boot_timeout, deep=args.deep)
     _apply_vm_options(args)
     with _StageProgress(not args.json) as progress:
         return verify_iso(request, progress=progress.stage).to_dict()

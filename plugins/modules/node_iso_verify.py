@@ -79,6 +79,15 @@ options:
       - Unset uses the C(OVIRT_NODE_PLUGINS_ACCEL) setting of the host the module runs on, else V(auto).
     type: str
     choices: [auto, tcg, kvm]
+  deep:
+    description:
+      - With O(base), the files that differ from the base are found from the blocks that differ (only
+        those are decompressed), and only the packages owning changed files are verified with C(rpm -V)
+        beside the plugins' packages.
+      - V(true) verifies every package with C(rpm -Va) and compares every file of both images instead
+        (slower, it reads both root images whole).
+    type: bool
+    default: false
   marker_regex:
     description:
       - For ISOs without the test marker line (a real oVirt Node), a regular expression whose match on
@@ -173,6 +182,7 @@ ARGUMENT_SPEC = {
     "boot_memory": {"type": "int"},
     "accelerator": {"type": "str", "choices": list(ACCELERATORS)},
     "marker_regex": {"type": "str"},
+    "deep": {"type": "bool", "default": False},
     "report": {"type": "path"},
     "sign_key": {"type": "str", "no_log": False},
     "gnupg_home": {"type": "path"},

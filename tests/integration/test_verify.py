@@ -59,8 +59,8 @@ def built(node_iso, plugin, work):
     return json.loads(completed.stdout)
 
 
-def _verify(iso, node_iso, plugin=None):
-    return verify_iso(VerifyRequest(src=iso, base=node_iso.iso, plugins=[plugin] if plugin else []))
+def _verify(iso, node_iso, plugin=None, deep=False):
+    return verify_iso(VerifyRequest(src=iso, base=node_iso.iso, plugins=[plugin] if plugin else [], deep=deep))
 
 
 def _failed(result):
@@ -76,7 +76,8 @@ def _tampered_copy(built, work, name):
 def test_the_end_users_command_builds_and_certifies(built, node_iso):
     assert built["certified"] is True
     verify = built["verify"]
-    assert [check["name"] for check in verify["checks"]] == ["media", "boot_records", "plugins", "core", "compatibility"]
+    assert [check["name"] for check in verify["checks"]] == ["media", "boot_records", "iso_tree", "plugins", "core",
+                                                             "compatibility"]
     assert all(check["passed"] for check in verify["checks"])
     with open(verify["report"], encoding="utf-8") as handle:
         report = json.load(handle)
@@ -133,8 +134,10 @@ def test_a_wrong_cdlabel_in_the_uefi_image_config_is_caught(built, node_iso, wor
     rewrite_iso(built["apply"]["path"], copy, replace_files={"isolinux/efiboot.img": image}, implant=True)
     result = _verify(copy, node_iso)
     violations = _failed(result)
-    assert list(violations) == ["boot_records"]
+    assert list(violations) == ["boot_records", "iso_tree"]
     assert any("root=live:CDLABEL=WRONG-LABEL" in v and "volume id" in v for v in violations["boot_records"])
+    assert violations["iso_tree"] == ["the boot config /EFI/BOOT/grub.cfg inside /isolinux/efiboot.img differs from "
+                                      "the base's beyond the recorded edits"]
     assert any("differs from the ISO tree's" in v for v in violations["boot_records"])
 
 
@@ -156,17 +159,30 @@ def test_a_removed_plugin_record_is_caught(built, node_iso, work):
     assert any("/etc/ovirt-plugins.d/vendor-agent is missing" in v for v in violations["plugins"])
 
 
-def test_a_core_file_changed_by_a_plugin_is_caught(node_iso, example_rpms, work):
-    folder = work / "core-tamper"
+@pytest.mark.parametrize("change", ["appended", "one byte"])
+def test_a_core_file_changed_by_a_plugin_is_caught_from_blocks_and_deep(node_iso, example_rpms, work, change):
+    folder = work / f"core-tamper-{change.replace(' ', '-')}"
     folder.mkdir()
-    recipe = ("repo --name=vendor --baseurl=file://rpms\n%packages\nvendor-agent\n%end\n"
-              "%post\necho 'patched by a plugin' >> /usr/lib64/libvendorbase.so.1.0\n%end\n")
+    script = {"appended": "echo 'patched by a plugin' >> /usr/lib64/libvendorbase.so.1.0",
+              "one byte": "printf X | dd of=/usr/lib64/libvendorbase.so.1.0 bs=1 seek=3 conv=notrunc"}[change]
+    recipe = f"repo --name=vendor --baseurl=file://rpms\n%packages\nvendor-agent\n%end\n%post\n{script}\n%end\n"
     tampering = _pack(example_rpms, node_iso, str(folder), recipe=recipe, version="6.6")
     applied = apply_plugins(ApplyRequest(src=node_iso.iso, plugins=[tampering], dest=str(folder)))
-    result = _verify(applied.path, node_iso, tampering)
-    violations = _failed(result)
-    assert list(violations) == ["core"]
-    assert any(v.startswith("base package libvendorbase: rpm -V: /usr/lib64/libvendorbase.so.1.0") for v in violations["core"])
+    for deep in (False, True):
+        result = _verify(applied.path, node_iso, tampering, deep=deep)
+        violations = _failed(result)
+        assert list(violations) == ["core"], (deep, violations)
+        assert any(v.startswith("base package libvendorbase: rpm -V: /usr/lib64/libvendorbase.so.1.0")
+                   for v in violations["core"]), (deep, violations)
+
+
+def test_block_level_and_deep_certification_agree_on_the_example(built, node_iso, plugin):
+    for deep in (False, True):
+        result = _verify(built["apply"]["path"], node_iso, plugin, deep=deep)
+        assert result.certified, (deep, _failed(result))
+        core = next(check for check in result.checks if check.name == "core")
+        wanted = "every file of both images compared" if deep else "compared from blocks"
+        assert any(wanted in line for line in core.evidence), core.evidence
 
 
 def test_a_plugin_that_is_not_in_the_iso_is_reported(built, node_iso, example_rpms, work):
