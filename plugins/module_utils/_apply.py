@@ -45,14 +45,13 @@ from ._nodeinfo import NodeInfo
 from ._nodeiso import NodeIso
 from ._outputs import OutputLock, check_distinct, check_tmpdir, clean_stale, work_dir
 from ._overlay import ImageChanges
-from ._plugin import PluginArchive, open_plugin
+from ._persist import image_files
+from ._plugin import PluginArchive, install_set, open_plugin, require_signed_packages, unsigned_packages
 from ._reproducible import source_date_epoch, utc_timestamp
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
 from ._rpmdb import RPMDB_PATH, image_dir_lister, image_file_reader, rpmdb_format_from_names, rpmdb_write_problem
-from ._rpmhdr import allowed_paths, check_paths, read_header
 from ._run import StageTimer, run
 from ._squashfs import BlocksFromSource, IncrementalUnsupported, SquashfsFile, SquashfsImage, rewrite_squashfs
-from ._versions import parse_range
 
 SQUASHFS_ISO_PATH = SQUASHFS_PATH.lstrip("/")
 ProgressCallback = Callable[[str], None]
@@ -317,13 +316,9 @@ def prepare(request: ApplyRequest) -> Prepared:
         archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
                     for path in request.plugins]
         _check_compatibility(archives, base)
-        unsigned = any(not package.signed for archive in archives for package in archive.manifest.packages)
-        if request.require_signed and unsigned:
-            names = [f"{archive.manifest.name}: {package.nevra}" for archive in archives
-                     for package in archive.manifest.packages if not package.signed]
-            raise NodePluginError("signed packages are required, but these are unsigned: " + ", ".join(names),
-                                  hint="ask the vendor for signed RPMs, or set require_signed=false "
-                                       "(the image is then marked '(Edited, Unsigned)')")
+        unsigned = bool(unsigned_packages(archives))
+        if request.require_signed:
+            require_signed_packages(archives, request.src)
         _check_unique_names(archives)
         kernel_edits = _kernel_edits(request, archives)
         dest = _output_path(request.dest, request.src, archives)
@@ -356,16 +351,8 @@ def _check_image_rpm(base: NodeIso) -> None:
 
 def _check_compatibility(archives: Sequence[PluginArchive], base: NodeIso) -> None:
     node = base.node
-    problems = []
-    for archive in archives:
-        compat = archive.manifest.node
-        if compat.product and node.product and compat.product.lower() != node.product.lower():
-            problems.append(f"plugin {archive.manifest.name} {archive.manifest.version} is for "
-                            f"'{compat.product}', the ISO is '{node.product}'")
-            continue
-        if not parse_range(compat.versions).admits(node.version, node.release):
-            problems.append(f"plugin {archive.manifest.name} {archive.manifest.version} needs Node "
-                            f"{compat.versions}, the ISO is {node.version}-{node.release}")
+    problems = [f"plugin {archive.manifest.name} {archive.manifest.version} {problem}" for archive in archives
+                if (problem := node.incompatibility(archive.manifest.node.product, archive.manifest.node.versions))]
     if problems:
         raise NodePluginError("incompatible plugins: " + "; ".join(problems), path=base.path,
                               hint=f"the ISO's version was read from {node.source}; use a plugin release made for it")
@@ -466,28 +453,9 @@ def _extract_plugins(archives: Sequence[PluginArchive], workdir: str) -> list[st
 
 def _install_sets(archives: Sequence[PluginArchive], plugin_dirs: Sequence[str],
                   request: ApplyRequest) -> list[list[str]]:
-    """The RPM files to install per plugin: %packages names and their shipped dependencies,
-    minus '-name' exclusions; every file of them checked against the allowed paths first."""
-    sets = []
-    for archive, folder in zip(archives, plugin_dirs):
-        recipe, manifest = archive.recipe, archive.manifest
-        wanted = set(recipe.packages) or {package.name for package in manifest.plugin_packages}
-        unknown = sorted(wanted - {package.name for package in manifest.packages})
-        if unknown:
-            raise NodePluginError(f"%packages names {', '.join(unknown)}, which the plugin does not ship",
-                                  path=archive.path, hint="every package of the recipe must be under rpms/")
-        chosen = [package for package in manifest.packages
-                  if (package.name in wanted or package.role == "dependency") and package.name not in recipe.excluded]
-        files = [os.path.join(folder, package.file) for package in chosen]
-        if not request.allow_unlisted_paths:
-            prefixes = allowed_paths(manifest.kind, manifest.allowed_path_overrides)
-            try:
-                check_paths([read_header(path) for path in files], prefixes)
-            except NodePluginError as exc:
-                raise NodePluginError(f"plugin {manifest.name}: {exc.message}", path=archive.path, hint=exc.hint,
-                                      details=exc.details) from exc
-        sets.append(files)
-    return sets
+    """The RPM files to install per plugin (_plugin.install_set: allowed paths checked first)."""
+    return [[header.path for header in install_set(archive, folder, allow_unlisted_paths=request.allow_unlisted_paths)]
+            for archive, folder in zip(archives, plugin_dirs)]
 
 
 def _needs_live_root(archives: Sequence[PluginArchive]) -> bool:
@@ -547,6 +515,9 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
         release = session.read("/etc/system-release").decode("utf-8", "replace")
         session.write("/etc/system-release",
                       records.edited_system_release(release, unsigned=prepared.unsigned).encode("utf-8"))
+        # Declared persist paths: a boot hook keeps them through the Node's own mechanism (stateful Nodes).
+        for path, image_file in image_files([archive.manifest for archive in prepared.archives]).items():
+            session.write(path, image_file.content, mode=image_file.mode)
         selinux = _relabel(session, request)
         live_changes = _live_changes(session, extracted.live_tree, workdir) if extracted.live_tree else {}
     _check_live_changes(prepared, live_changes)

@@ -43,10 +43,10 @@ from ._digests import file_sha256
 from ._errors import NodePluginError
 from ._module import quote
 from ._nodeinfo import NodeInfo, parse_system_release, parse_version_file
-from ._plugin import PluginArchive, open_plugin
+from ._plugin import PluginArchive, install_set, open_plugin, require_signed_packages
 from ._records import RECORDS_DIR, parse_plugin_record, plugin_record
-from ._rpmhdr import RpmHeader, allowed_paths, check_paths, read_header
-from ._versions import Evr, compare_evr, parse_range
+from ._rpmhdr import RpmHeader
+from ._versions import Evr, compare_evr
 
 # The options of the action plugin (and of its documentation module); the CLI's flags map one to one.
 ARGUMENT_SPEC = {
@@ -333,33 +333,6 @@ def live_refusals(archive: PluginArchive) -> list[str]:
     return refusals
 
 
-def product_matches(wanted: str, info: NodeInfo) -> bool:
-    """True when a plugin's Node product names this Node: its PRODUCT, PRODUCT_SHORT, PRODUCT_CODE or PACKAGE."""
-    names = {info.product or ""} | {info.fields.get(key, "") for key in ("PRODUCT_SHORT", "PRODUCT_CODE", "PACKAGE")}
-    return wanted.lower() in {name.lower() for name in names if name}
-
-
-def plugin_install_set(archive: PluginArchive, folder: str, *, allow_unlisted_paths: bool = False) -> list[RpmHeader]:
-    """The RPMs (extracted under ``folder``) that the recipe installs: its %packages, or the plugin's own
-    packages, with the shipped dependencies, minus exclusions; each file checked against the allowed paths."""
-    recipe, manifest = archive.recipe, archive.manifest
-    wanted = set(recipe.packages) or {package.name for package in manifest.plugin_packages}
-    unknown = sorted(wanted - {package.name for package in manifest.packages})
-    if unknown:
-        raise NodePluginError(f"%packages names {', '.join(unknown)}, which the plugin does not ship",
-                              path=archive.path, hint="every package of the recipe must be under rpms/")
-    chosen = [package for package in manifest.packages
-              if (package.name in wanted or package.role == "dependency") and package.name not in recipe.excluded]
-    headers = [read_header(os.path.join(folder, package.file)) for package in chosen]
-    if not allow_unlisted_paths:
-        try:
-            check_paths(headers, allowed_paths(manifest.kind, manifest.allowed_path_overrides))
-        except NodePluginError as exc:
-            raise NodePluginError(f"plugin {manifest.name}: {exc.message}", path=archive.path, hint=exc.hint,
-                                  details=exc.details) from exc
-    return headers
-
-
 # -- request, plan, result -------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -452,10 +425,8 @@ def _open(request: HotaddRequest) -> PluginArchive:
                                   hint="fetch the plugin again, or correct the checksum")
     archive = open_plugin(request.plugin, keyring=request.keyring, require_signature=request.require_signed)
     manifest = archive.manifest
-    unsigned = [package.nevra for package in manifest.packages if not package.signed]
-    if request.require_signed and unsigned:
-        raise NodePluginError("signed packages are required, but these are unsigned: " + ", ".join(unsigned),
-                              path=request.plugin, hint="ask the vendor for signed RPMs, or set require_signed=false")
+    if request.require_signed:
+        require_signed_packages([archive], request.plugin)
     refusals = live_refusals(archive)
     if refusals:
         raise NodePluginError(f"plugin {manifest.name} {manifest.version} cannot be hot-added: its recipe asks what "
@@ -468,14 +439,12 @@ def _open(request: HotaddRequest) -> PluginArchive:
 
 
 def _check_compatible(archive: PluginArchive, node: RunningNode, target: str) -> None:
-    compat, manifest, info = archive.manifest.node, archive.manifest, node.info
-    if compat.product and info.product and not product_matches(compat.product, info):
-        raise NodePluginError(f"plugin {manifest.name} {manifest.version} is for '{compat.product}', {target} runs "
-                              f"'{quote(info.product, 100)}'", hint=f"the Node's product was read from {info.source}")
-    if not parse_range(compat.versions).admits(info.version, info.release):
-        raise NodePluginError(f"plugin {manifest.name} {manifest.version} needs Node {compat.versions}, {target} runs "
-                              f"{quote(info.version, 60)}-{quote(info.release, 60)}",
-                              hint=f"the Node's version was read from {info.source}; use a plugin release made for it")
+    manifest = archive.manifest
+    problem = node.info.incompatibility(manifest.node.product, manifest.node.versions)
+    if problem:
+        raise NodePluginError(f"plugin {manifest.name} {manifest.version} {problem} (the Node at {target})",
+                              hint=f"the Node's product and version were read from {node.info.source}; use a plugin "
+                                   "release made for it")
 
 
 def _plan(archive: PluginArchive, headers: Sequence[RpmHeader], node: RunningNode, request: HotaddRequest) -> _Plan:
@@ -667,7 +636,7 @@ def hotadd(request: HotaddRequest, connection: NodeConnection) -> HotaddResult:
     manifest = archive.manifest
     with tempfile.TemporaryDirectory(prefix="ovirt-hotadd-") as scratch:
         archive.extract(scratch)
-        headers = plugin_install_set(archive, scratch, allow_unlisted_paths=request.allow_unlisted_paths)
+        headers = install_set(archive, scratch, allow_unlisted_paths=request.allow_unlisted_paths)
         names = [header.name for header in headers]
         node = read_node(connection, names, manifest.persist)
         _check_compatible(archive, node, connection.target)

@@ -14,8 +14,9 @@ import dataclasses
 import re
 import shlex
 
-from ._errors import NodePluginError
+from ._errors import NodePluginError, quote
 from ._iso import IsoReader, opened
+from ._versions import parse_range
 from ._extfs import ExtFilesystem
 
 ISO_VERSION_FILE = "/isolinux/version"
@@ -42,6 +43,19 @@ class NodeInfo:
     source: str
     edited: bool = False
     fields: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def incompatibility(self, product: str, versions: str) -> str | None:
+        """Why a plugin made for ``product`` and Node ``versions`` (a range) does not fit this Node, or None."""
+        if product and self.product and not self.is_product(product):
+            return f"is for '{product}', not '{quote(self.product, 100)}'"
+        if not parse_range(versions).admits(self.version, self.release):
+            return f"needs Node {versions}, not {quote(self.version, 60)}-{quote(self.release, 60)}"
+        return None
+
+    def is_product(self, wanted: str) -> bool:
+        """Whether a plugin's Node product names this Node: its PRODUCT, PRODUCT_SHORT, PRODUCT_CODE or PACKAGE."""
+        names = {self.product or ""} | {self.fields.get(key, "") for key in ("PRODUCT_SHORT", "PRODUCT_CODE", "PACKAGE")}
+        return wanted.lower() in {name.lower() for name in names if name}
 
 
 def parse_version_file(text: str) -> dict[str, str]:

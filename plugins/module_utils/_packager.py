@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ._digests import file_sha256
 from ._errors import NodePluginError
+from ._persist import check_persist_paths
 from ._plugin import (MANIFEST, RECIPE, RPMS_DIR, SIGNATURE, Member, NodeCompat, PackageEntry, PluginArchive,
                       PluginManifest, RecipeEntry, created_now, open_plugin, plugin_file_name,
                       source_date_epoch, tarball_digest, validate_manifest, write_tarball, check_recipe_repos)
@@ -224,6 +225,8 @@ def build_plugin(request: PluginBuildRequest) -> PluginBuildResult:
                 check_signatures(shipped_headers, request.keyring)
         recipe_text = _recipe_text(request, [header.name for header in plugin_headers],
                                    {header.name for header in shipped_headers}, {package.name for package in image})
+        check_persist_paths(request.name, request.persist, shipped_headers,
+                            [script.body for script in parse_recipe(recipe_text).scripts if script.kind == "post"])
         with timer.stage("digest packages"):
             entries, members = [], []
             for package, header in shipped:

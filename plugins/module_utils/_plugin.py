@@ -32,7 +32,7 @@ from ._errors import NodePluginError
 from ._plugin_schema import SCHEMA
 from ._recipe import MAX_RECIPE_BYTES, Recipe, bounded, decode_recipe, excerpt, parse_recipe
 from ._reproducible import source_date_epoch, utc_timestamp  # noqa: F401 re-exported; pylint: disable=unused-import
-from ._rpmhdr import TemporaryKeyring, read_header, read_header_bytes
+from ._rpmhdr import RpmHeader, TemporaryKeyring, allowed_paths, check_paths, read_header, read_header_bytes
 from ._versions import parse_range
 
 try:
@@ -661,6 +661,43 @@ class PluginArchive:
         finally:
             extractor.close()
         return [os.path.join(dest_dir, name) for name in sorted(extractor.written)]
+
+
+def install_set(archive: PluginArchive, folder: str, *, allow_unlisted_paths: bool = False) -> list[RpmHeader]:
+    """The RPMs (extracted under ``folder``) that the recipe installs: its %packages, or the plugin's own
+    packages, with the shipped dependencies, minus exclusions; each file checked against the allowed paths
+    (the plugin's kind and its vendor's overrides) unless ``allow_unlisted_paths``."""
+    recipe, manifest = archive.recipe, archive.manifest
+    wanted = set(recipe.packages) or {package.name for package in manifest.plugin_packages}
+    unknown = sorted(wanted - {package.name for package in manifest.packages})
+    if unknown:
+        raise NodePluginError(f"%packages names {', '.join(unknown)}, which the plugin does not ship",
+                              path=archive.path, hint="every package of the recipe must be under rpms/")
+    chosen = [package for package in manifest.packages
+              if (package.name in wanted or package.role == "dependency") and package.name not in recipe.excluded]
+    headers = [read_header(os.path.join(folder, package.file)) for package in chosen]
+    if not allow_unlisted_paths:
+        try:
+            check_paths(headers, allowed_paths(manifest.kind, manifest.allowed_path_overrides))
+        except NodePluginError as exc:
+            raise NodePluginError(f"plugin {manifest.name}: {exc.message}", path=archive.path, hint=exc.hint,
+                                  details=exc.details) from exc
+    return headers
+
+
+def unsigned_packages(archives: list[PluginArchive]) -> list[str]:
+    """``<plugin>: <nevra>`` of every package the plugins ship unsigned."""
+    return [f"{archive.manifest.name}: {package.nevra}" for archive in archives
+            for package in archive.manifest.packages if not package.signed]
+
+
+def require_signed_packages(archives: list[PluginArchive], where: str) -> None:
+    """The policy require_signed: refuse plugins that ship unsigned packages, naming each."""
+    unsigned = unsigned_packages(archives)
+    if unsigned:
+        raise NodePluginError("signed packages are required, but these are unsigned: " + ", ".join(unsigned),
+                              path=where, hint="ask the vendor for signed RPMs, or set require_signed=false "
+                                               "(a rebuilt image is then marked '(Edited, Unsigned)')")
 
 
 def open_plugin(path: str, *, keyring: str | None = None, require_signature: bool = False,

@@ -35,6 +35,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 from . import _records as records
+from ._blockdiff import RootImageDiff, compare_root_images
 from ._boot import BOOT_PATHS, boot_iso
 from ._choices import BOOT_TESTS
 from ._digests import cached_sha256
@@ -42,22 +43,22 @@ from ._errors import NodePluginError
 from ._iso import IsoReader, boot_info_table_problem, lost_boot_records
 from ._isomd5 import check as check_md5
 from ._isotree import TreeReference, account, tree_reference
-from ._blockdiff import RootImageDiff, compare_root_images
 from ._liveos import SQUASHFS_PATH, find_root_image_path
 from ._nodeiso import NodeIso
 from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale, read_small_json
+from ._persist import BOOT_HOOK, PERSIST_LISTS_DIR
 from ._rootfs import RootImageSession
 from ._rpmdb import RpmDatabase, rpm_database_of
 from ._rpmhdr import ALLOWED_PATHS, allowed_paths, path_allowed, sign_detached
 from ._run import StageTimer
-from ._versions import parse_range
 
 BOOT_TEST_CHOICES = BOOT_TESTS
 _BOOT_TEST_PATHS = {"none": (), "bios": ("cd-bios",), "uefi": ("cd-uefi",), "all": BOOT_PATHS}
 BASE_MOUNT = "/mnt/.ovirt-node-plugins-base"
 # Unowned files that an edit changes by design (records, manifests, the rpm database, scratch space).
 _EDIT_PATHS = ("/etc/system-release", "/etc/ovirt-plugins.d/*", "/etc/ovirt-plugins-manifests.d/*",
-               "/var/lib/rpm/*", "/var/tmp/*", "/tmp/*", "/var/log/*", "/var/cache/*")
+               f"{PERSIST_LISTS_DIR}/*", BOOT_HOOK, "/var/lib/rpm/*", "/var/tmp/*", "/tmp/*", "/var/log/*",
+               "/var/cache/*")
 _RPM_V_LINE = re.compile(r"^(?P<flags>missing|[.?SM5DLUGTP]{8,9})\s+(?P<type>[cdglr ])?\s*(?P<path>/.*)$")
 ProgressCallback = Callable[[str], None]
 
@@ -606,12 +607,11 @@ def _check_compatibility(iso: NodeIso, build: records.BuildRecord | None) -> Che
     node = iso.node
     check.evidence.append(f"image: {node.product or '?'} {node.version}-{node.release} (from {node.source})")
     for plugin in build.plugins if build else []:
-        versions = plugin.manifest.node.versions
-        if parse_range(versions).admits(node.version, node.release):
-            check.evidence.append(f"{plugin.name} {plugin.version}: Node {versions} admits it")
+        problem = node.incompatibility(plugin.manifest.node.product, plugin.manifest.node.versions)
+        if problem:
+            check.violations.append(f"{plugin.name} {plugin.version} {problem} (the image's)")
         else:
-            check.violations.append(f"{plugin.name} {plugin.version} is for Node {versions}, the image is "
-                                    f"{node.version}-{node.release}")
+            check.evidence.append(f"{plugin.name} {plugin.version}: Node {plugin.manifest.node.versions} admits it")
     return check
 
 

@@ -253,7 +253,7 @@ def test_a_recipe_for_images_is_refused_before_anything_changes(lab):
 
 def test_a_plugin_for_another_node_version_is_refused(lab):
     done = cli(lab, "future-node")
-    assert done.returncode == 2 and "needs Node >=3.0" in done.stderr and "runs 2.5.0-1.0.fc17" in done.stderr
+    assert done.returncode == 2 and "needs Node >=3.0, not 2.5.0-1.0.fc17" in done.stderr
     assert _installed(lab, "hello-plugin") == []
 
 

@@ -122,9 +122,9 @@ def test_output_of_the_node_is_shown_printable_and_bounded():
 
 def test_a_plugin_product_matches_the_nodes_product_or_its_code():
     node = hotadd._node_info(FACTS.split("@@ovirt-hotadd system-release")[0].split("\n", 1)[1], "", "node1")
-    assert hotadd.product_matches("ovirt-node-iso", node)
-    assert hotadd.product_matches("oVirt Node Hypervisor", node)
-    assert not hotadd.product_matches("rhev-hypervisor", node)
+    assert node.is_product("ovirt-node-iso")
+    assert node.is_product("oVirt Node Hypervisor")
+    assert not node.is_product("rhev-hypervisor")
 
 
 @pytest.mark.parametrize("host, expected", [

@@ -27,6 +27,7 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import Iso
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._nodeiso import NodeIso
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._overlay import ImageChanges
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._persist import BOOT_HOOK, PERSIST_LISTS_DIR
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import CommandResult, SelinuxState
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._verify import VerifyRequest, verify_iso
 from tests.unit.plugins.module_utils import isohelpers
@@ -146,7 +147,7 @@ def _plugin_rpm() -> str:
     return os.path.join(folder, os.listdir(folder)[0])
 
 
-def _pack(tmp_path, recipe: str | None = None) -> str:
+def _pack(tmp_path, recipe: str | None = None, persist: tuple[str, ...] = ()) -> str:
     packages = tmp_path / "image-packages.txt"
     packages.write_text("".join(f"{nevra}\n" for nevra in BASE_PACKAGES))
     recipe_path = None
@@ -156,7 +157,7 @@ def _pack(tmp_path, recipe: str | None = None) -> str:
     return build_plugin(PluginBuildRequest(name="orch-plugin", version="1.0", rpms=[_plugin_rpm()],
                                            output=str(tmp_path), target_packages=str(packages),
                                            recipe=str(recipe_path) if recipe_path else None,
-                                           node_versions=">=3.0")).path
+                                           node_versions=">=3.0", persist=list(persist))).path
 
 
 @pytest.fixture(name="plugin")
@@ -432,3 +433,28 @@ def test_a_layout_the_writer_cannot_keep_takes_the_full_path_and_keeps_every_fil
     assert _squashfs_listing(built.path) == _squashfs_listing(base) == [
         "squashfs-root", "squashfs-root/LiveOS", "squashfs-root/LiveOS/ext3fs.img",
         "squashfs-root/LiveOS/spare-copy.img"]
+
+
+def test_declared_persist_paths_get_the_boot_hook_in_the_image(tmp_path):
+    written = {}
+    original_write = FakeSession.write
+
+    def recording_write(self, path, content, **options):
+        written[path] = (content, options.get("mode"))
+        original_write(self, path, content)
+
+    FakeSession.write = recording_write
+    try:
+        base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+        _apply(base, _pack(tmp_path, persist=("/opt/orch/hello.txt",)), str(tmp_path / "out.iso"))
+    finally:
+        FakeSession.write = original_write
+    assert written[PERSIST_LISTS_DIR + "/orch-plugin"][0].endswith(b"\n/opt/orch/hello.txt\n")
+    hook, mode = written[BOOT_HOOK]
+    assert hook.startswith(b"#!/bin/sh") and mode == 0o755
+
+
+def test_a_plugin_without_persist_paths_adds_no_hook(tmp_path, plugin):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    _apply(base, plugin, str(tmp_path / "out.iso"))
+    assert BOOT_HOOK not in FakeSession.state["files"]
