@@ -94,8 +94,8 @@ def test_the_collection_is_inside_the_context_and_nothing_else_of_the_checkout(c
     requirements = yaml.safe_load(_read(os.path.join(context, "_build", "requirements.yml")))
     assert requirements["collections"] == [{"name": "ovirt.node_plugins", "type": "dir", "source": "collection"}]
     copied = os.path.join(context, "_build", "collection")
-    assert sorted(os.listdir(copied)) == ["COPYING", "README.md", "docs", "galaxy.yml", "meta", "playbooks", "plugins",
-                                         "roles"]
+    assert sorted(os.listdir(copied)) == ["COPYING", "README.md", "docs", "galaxy.yml", "meta", "playbooks",
+                                          "plugins", "roles"]
     for relative in ("plugins/modules/node_plugin_apply.py", "plugins/module_utils/_platforms.py",
                      "roles/node_pxe_deploy/tasks/main.yml", "meta/ee-bindep.txt", "meta/ee-requirements.txt"):
         assert os.path.isfile(os.path.join(copied, relative)), relative
