@@ -71,6 +71,12 @@ class Checksum:
                                   hint=f"write it as sha256:<64 hex digits> ({', '.join(allowed)} are accepted)")
         return cls(algorithm, value)
 
+    @staticmethod
+    def looks_like(text: str) -> bool:
+        """True for text of the form ``<algorithm>:<something>`` with an algorithm this module knows."""
+        name, sep, _value = text.partition(":")
+        return bool(sep) and name.lower() in ALGORITHMS
+
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hexdigest}"
 
@@ -101,7 +107,8 @@ def _local(src: str) -> str:
 
 
 def parse_ref(text: str, checksum: str | None = None) -> ArtifactRef:
-    """A reference from ``<path or URL> [sha256:<hex>]`` (a file:// URL is a path); ``checksum`` may come apart."""
+    """A reference from ``<path or URL> [sha256:<hex>]`` (a file:// URL is a path, so a survey line can name a path
+    with spaces as file:///...%20...); ``checksum`` may come apart."""
     words = text.split()
     if not words or len(words) > 2:
         raise NodePluginError(f"{excerpt(text)} is not '<path or URL> [sha256:<hex>]'",
@@ -109,8 +116,11 @@ def parse_ref(text: str, checksum: str | None = None) -> ArtifactRef:
     if len(words) == 2 and checksum:
         raise NodePluginError(f"{excerpt(text)} carries a checksum and is given one apart as well",
                               hint="give the checksum once")
-    given = words[1] if len(words) == 2 else checksum or None
-    ref = ArtifactRef(_local(words[0]), Checksum.parse(given, allowed=REFERENCE_ALGORITHMS) if given else None)
+    return _reference(words[0], words[1] if len(words) == 2 else checksum or None)
+
+
+def _reference(src: str, checksum: str | None) -> ArtifactRef:
+    ref = ArtifactRef(_local(src), Checksum.parse(checksum, allowed=REFERENCE_ALGORITHMS) if checksum else None)
     if ref.is_url and ref.checksum is None:
         raise NodePluginError(f"the URL {excerpt(ref.src)} has no checksum",
                               hint="append its sha256 (' sha256:<hex>'): what is fetched over a network is "
@@ -131,7 +141,13 @@ def parse_refs(items: Sequence[object]) -> list[ArtifactRef]:
             if not isinstance(src, str) or not src.strip():
                 raise NodePluginError(f"an artifact {quote(dict(item), 200)} has no 'src'",
                                       hint="give each artifact as {src: <path or URL>, checksum: sha256:<hex>}")
-            refs.append(parse_ref(src, str(item.get("checksum") or "") or None))
+            checksum = str(item.get("checksum") or "").strip() or None
+            # A mapping's src is taken whole (a path may hold spaces), unless it is a survey line with its checksum.
+            words = src.split()
+            if len(words) == 2 and Checksum.looks_like(words[1]):
+                refs.append(parse_ref(src, checksum))
+            else:
+                refs.append(_reference(src.strip(), checksum))
         elif isinstance(item, str):
             refs += [parse_ref(line) for line in item.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         else:
@@ -159,8 +175,10 @@ def _fetch_once(url: str, partial: str, checksum: Checksum | None, timeout: floa
             raise _Attempt(f"HTTP {exc.code} {quote(exc.reason, 80)}") from exc
         raise NodePluginError(f"cannot download {url}: HTTP Error {exc.code}: {quote(exc.reason, 80)}",
                               hint="check the URL") from exc
+    except ValueError as exc:
+        raise NodePluginError(f"cannot download {url}: {quote(exc, 200)}", hint="check the URL") from exc
     except (urllib.error.URLError, UrlConnectionError, SSLValidationError, http.client.HTTPException,
-            socket.timeout, ConnectionError, ValueError) as exc:
+            socket.timeout, ConnectionError) as exc:
         raise _Attempt(quote(exc, 200)) from exc
     except OSError as exc:
         if exc.filename == partial:
@@ -179,12 +197,14 @@ def download(url: str, dest: str, *, checksum: Checksum | None = None, attempts:
     what = what or url
     folder = os.path.dirname(os.path.abspath(dest)) or "."
     failures: list[str] = []
+    mismatched = False
     for attempt in range(1, max(1, attempts) + 1):
         handle, partial = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".part", dir=folder)
         os.close(handle)
         try:
             seen = _fetch_once(url, partial, checksum, timeout)
-            if checksum is not None and seen != checksum.hexdigest:
+            mismatched = checksum is not None and seen != checksum.hexdigest
+            if mismatched:
                 raise _Attempt(f"its {checksum.algorithm} is {seen}")
             os.replace(partial, dest)
         except _Attempt as exc:
@@ -198,7 +218,7 @@ def download(url: str, dest: str, *, checksum: Checksum | None = None, attempts:
         if checksum is not None and checksum.algorithm == "sha256":
             remember(dest, checksum.hexdigest)
         return dest
-    if checksum is not None and all("its " in failure for failure in failures[-1:]):
+    if mismatched:
         raise NodePluginError(
             f"{what} does not have the expected {checksum.algorithm} {checksum.hexdigest} "
             f"({'; '.join(failures)}), refused",

@@ -198,3 +198,14 @@ def test_publish_refuses(tmp_path, names, base_url, words):
         paths.append(str(folder / name))
     with pytest.raises(NodePluginError, match=words):
         publish_artifacts(PublishRequest(paths, str(tmp_path / "pub"), base_url=base_url))
+
+
+def test_a_mapping_takes_a_path_with_spaces_whole():
+    assert parse_refs([{"src": "/srv/my isos/node.iso", "checksum": f"sha256:{SHA}"}]) == [
+        ArtifactRef("/srv/my isos/node.iso", Checksum("sha256", SHA))]
+    assert parse_refs([{"src": f"/srv/node.iso sha256:{SHA}"}]) == [ArtifactRef("/srv/node.iso", Checksum("sha256", SHA))]
+
+
+def test_a_url_that_cannot_be_used_is_not_tried_again(tmp_path):
+    with pytest.raises(NodePluginError, match=r"cannot download http://\[bad/x.iso: Invalid IPv6 URL"):
+        download("http://[bad/x.iso", str(tmp_path / "x.iso"), attempts=3)
