@@ -48,6 +48,7 @@ from ._overlay import ImageChanges
 from ._persist import image_files
 from ._plugin import PluginArchive, install_set, open_plugin, require_signed_packages, unsigned_packages
 from ._reproducible import source_date_epoch, utc_timestamp
+from ._request import ApplyRequest, ApplyResult, StepLog, output_path
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
 from ._rpmdb import RPMDB_PATH, image_dir_lister, image_file_reader, rpmdb_format_from_names, rpmdb_write_problem
 from ._run import StageTimer, run
@@ -56,76 +57,6 @@ from ._squashfs import BlocksFromSource, IncrementalUnsupported, SquashfsFile, S
 SQUASHFS_ISO_PATH = SQUASHFS_PATH.lstrip("/")
 ProgressCallback = Callable[[str], None]
 SessionFactory = Callable[..., RootImageSession]
-
-
-@dataclasses.dataclass
-class ApplyRequest:
-    """Everything that determines a rebuild (see the node_plugin_apply module for each option)."""
-
-    src: str
-    plugins: list[str]
-    dest: str
-    volume_id: str | None = None
-    extra_kernel_args: list[str] = dataclasses.field(default_factory=list)
-    remove_kernel_args: list[str] = dataclasses.field(default_factory=list)
-    require_signed: bool = False
-    keyring: str | None = None
-    allow_unlisted_paths: bool = False
-    nodeps: bool = False
-    keep_workdir: bool = False
-    selinux_relabel: str = "auto"
-    compression: str | None = None
-    force: bool = False
-    check_mode: bool = False
-
-    def options_for_digest(self) -> dict:
-        """The options that change the output's bytes (paths and debugging switches do not)."""
-        return {"volume_id": self.volume_id, "extra_kernel_args": list(self.extra_kernel_args),
-                "remove_kernel_args": list(self.remove_kernel_args), "nodeps": self.nodeps,
-                "allow_unlisted_paths": self.allow_unlisted_paths, "selinux_relabel": self.selinux_relabel,
-                "compression": self.compression, "source_date_epoch": source_date_epoch()}
-
-    def kernel_arg_edits(self) -> KernelArgEdits:
-        """The request's own kernel-argument edits (``!name`` in either list removes)."""
-        removals = [word if word.startswith("!") else f"!{word}" for word in self.remove_kernel_args]
-        return KernelArgEdits.parse(list(self.extra_kernel_args) + removals)
-
-
-@dataclasses.dataclass
-class StepLog:
-    """Output of one step that ran vendor code inside the appliance."""
-
-    plugin: str
-    step: str
-    exit_status: int
-    output: str
-
-
-@dataclasses.dataclass
-class ApplyResult:
-    """What apply did (or, in check mode, would do)."""
-
-    changed: bool
-    path: str
-    reason: str
-    base: dict
-    plugins: list[dict]
-    kernel_args_before: dict[str, list[str]]
-    kernel_args: dict[str, list[str]]
-    packages: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    packages_before: list[str] = dataclasses.field(default_factory=list)
-    packages_after: list[str] = dataclasses.field(default_factory=list)
-    update: int | None = None
-    sha256: str | None = None
-    size: int | None = None
-    scriptlet_logs: list[StepLog] = dataclasses.field(default_factory=list)
-    selinux: str | None = None
-    squashfs: dict = dataclasses.field(default_factory=dict)
-    durations: dict[str, float] = dataclasses.field(default_factory=dict)
-    workdir: str | None = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # -- stage outputs ---------------------------------------------------------------------------------
@@ -323,7 +254,7 @@ def prepare(request: ApplyRequest) -> Prepared:
             require_signed_packages(archives, request.src)
         _check_unique_names(archives)
         kernel_edits = _kernel_edits(request, archives)
-        dest = _output_path(request.dest, request.src, archives)
+        dest = output_path(request.dest, request.src, [archive.manifest.name for archive in archives])
         check_distinct({"output ISO": dest}, {"base ISO": request.src, "keyring": request.keyring,
                                               **{f"plugin {path}": path for path in request.plugins}})
         digest = records.inputs_digest(base.sha256, [archive.sha256 for archive in archives],
@@ -376,19 +307,6 @@ def _kernel_edits(request: ApplyRequest, archives: Sequence[PluginArchive]) -> K
         edits = edits.then(KernelArgEdits(tuple(archive.recipe.kernel_args_add),
                                           tuple(archive.recipe.kernel_args_remove)))
     return edits.then(request.kernel_arg_edits())
-
-
-def _output_path(dest: str, src: str, archives: Sequence[PluginArchive]) -> str:
-    """dest itself, or in a folder, edit-node's name: <base>-<plugin1>_<plugin2>.iso."""
-    dest = os.path.abspath(dest)
-    if os.path.isdir(dest):
-        base = os.path.basename(src)
-        stem = base[:-4] if base.lower().endswith(".iso") else base
-        name = f"{stem}-{'_'.join(archive.manifest.name for archive in archives)}.iso"
-        dest = os.path.join(dest, name)
-    if not os.path.isdir(os.path.dirname(dest)):
-        raise NodePluginError("the output's folder does not exist", path=os.path.dirname(dest))
-    return dest
 
 
 # -- plan ------------------------------------------------------------------------------------------

@@ -7,25 +7,32 @@ beside the output and certified there; only when it is certified are the ISO, it
 report's signature) renamed into place, the ISO first. A candidate that is not certified is kept
 as ``<name>.rejected.iso`` with its report beside it, and the previous output stays untouched.
 
-A rerun whose output is intact (its build record names these inputs) and whose report certifies
-that very ISO, asked the same way by the same tool version, reuses both: no appliance, no boot.
+A rerun whose output is intact (its build record names these inputs, by digest) and whose report
+certifies that very ISO, asked the same way by the same tool version, reuses both. That answer
+needs the inputs' digests (cached by file identity), the output's build record and its report:
+the engine, the appliance and the plugin readers are not even loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import shutil
+import tarfile
 from collections.abc import Callable
 
-from ._apply import ApplyRequest, ApplyResult, Prepared, RootImageSession, _up_to_date, prepare, run_apply
-from ._digests import cached_sha256, remember
+from . import _records as records
+from ._digests import cached_sha256, is_cached, remember
 from ._errors import NodePluginError
+from ._iso import IsoReader
 from ._outputs import OutputLock, check_distinct, clean_stale, work_dir
-from ._run import StageTimer
-from ._verify import Check, VerifyRequest, VerifyResult, read_report, report_still_holds, verify_iso
+from ._report import VerifyResult, asked, read_report, report_holds, reused_result
+from ._request import ApplyRequest, ApplyResult, output_path
 
 ProgressCallback = Callable[[str], None]
+_PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
 @dataclasses.dataclass
@@ -40,6 +47,10 @@ class BuildRequest:
     sign_key: str | None = None
     gnupg_home: str | None = None
     deep: bool = False
+
+    def asked(self) -> dict:
+        return asked(base=self.apply.src, plugins=self.apply.plugins, boot_test=self.boot_test,
+                     marker_regex=self.marker_regex, deep=self.deep)
 
 
 @dataclasses.dataclass
@@ -61,60 +72,128 @@ def report_path(request: BuildRequest, dest: str) -> str:
     return os.path.abspath(request.report or f"{dest}.certification.json")
 
 
-def _verify_request(request: BuildRequest, src: str, report: str, report_iso: str) -> VerifyRequest:
+def rejected_path(dest: str) -> str:
+    stem = dest[:-4] if dest.lower().endswith(".iso") else dest
+    return f"{stem}.rejected.iso"
+
+
+def _distinct_paths(request: BuildRequest, dest: str, report: str) -> None:
+    check_distinct({"output ISO": dest, "report": report,
+                    "report's signature": f"{report}.asc" if request.sign_key else None,
+                    "rejected ISO": rejected_path(dest)},
+                   {"base ISO": request.apply.src, "keyring": request.apply.keyring,
+                    **{f"plugin {path}": path for path in request.apply.plugins}})
+
+
+def build_and_certify(request: BuildRequest, *, progress: ProgressCallback | None = None,
+                      session_factory: Callable | None = None) -> BuildResult:
+    """Rebuild, certify, and put the ISO in place only when certified (see the module docstring)."""
+    say = progress or (lambda _stage: None)
+    reused = None if request.apply.force else _reuse(request)
+    if reused is not None:
+        return reused
+    from ._apply import prepare  # pylint: disable=import-outside-toplevel
+    from ._run import StageTimer  # pylint: disable=import-outside-toplevel
+    timer = StageTimer()
+    say("apply: prepare")
+    with timer.stage("prepare"):
+        prepared = prepare(request.apply)
+    with prepared.base:
+        report = report_path(request, prepared.dest)
+        _distinct_paths(request, prepared.dest, report)
+        with OutputLock(prepared.dest):
+            clean_stale(prepared.dest)
+            clean_stale(report)
+            return _build_locked(request, prepared, report, timer, say, session_factory)
+
+
+# -- the rerun that changes nothing -----------------------------------------------------------------
+
+def _manifest_name(plugin: str) -> str | None:
+    """The plugin's name, from its first member (manifest.json) alone; None when that is not plain.
+
+    Only to find the output an earlier build named after the plugins: whether that output was built
+    from this very plugin is decided by the digests, never by this name.
+    """
+    try:
+        with tarfile.open(plugin, mode="r|gz") as archive:
+            member = archive.next()
+            if member is None or member.name != "manifest.json" or not member.isfile() or member.size > 1 << 20:
+                return None
+            handle = archive.extractfile(member)
+            data = json.loads(handle.read(1 << 20)) if handle else None
+    except (OSError, tarfile.TarError, EOFError, ValueError, RecursionError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and _PLUGIN_NAME.match(name) else None
+
+
+def _reuse(request: BuildRequest) -> BuildResult | None:
+    """The answer of a rerun whose output and report still hold, or None (then the full step runs)."""
+    apply = request.apply
+    try:
+        if not os.path.isfile(apply.src) or not all(os.path.isfile(path) for path in apply.plugins):
+            return None
+        names = [_manifest_name(path) for path in apply.plugins]
+        if None in names:
+            return None
+        dest = output_path(apply.dest, apply.src, [name for name in names if name])
+        report = report_path(request, dest)
+        if not os.path.isfile(dest) or not os.path.isfile(report) or \
+                (request.sign_key and not os.path.isfile(f"{report}.asc")):
+            return None
+        _distinct_paths(request, dest, report)
+        digest = records.inputs_digest(cached_sha256(apply.src), [cached_sha256(path) for path in apply.plugins],
+                                       apply.options_for_digest())
+        with OutputLock(dest):
+            if not is_cached(dest):  # an output whose identity changed is re-checked the long way
+                return None
+            with IsoReader(dest) as reader:
+                if not reader.exists(records.BUILD_RECORD_ISO_PATH) or \
+                        records.recorded_inputs_digest(reader.read_bytes(records.BUILD_RECORD_ISO_PATH)) != digest:
+                    return None
+            if not report_holds(read_report(report), iso=dest, iso_sha256=cached_sha256(dest), asked=request.asked()):
+                return None
+    except NodePluginError:
+        return None  # the full step says what is wrong, with its own checks
+    applied = ApplyResult(changed=False, path=dest, reason="up to date: the output's build record matches the inputs",
+                          base={"path": apply.src, "sha256": cached_sha256(apply.src)}, plugins=[],
+                          kernel_args_before={}, kernel_args={}, sha256=cached_sha256(dest),
+                          size=os.path.getsize(dest))
+    return BuildResult(applied=applied, verified=reused_result(report), certified=True, reused=True)
+
+
+# -- the full step ------------------------------------------------------------------------------------
+
+def _verify_request(request: BuildRequest, src: str, report: str, report_iso: str):
+    from ._verify import VerifyRequest  # pylint: disable=import-outside-toplevel
     return VerifyRequest(src=src, base=request.apply.src, plugins=list(request.apply.plugins),
                          boot_test=request.boot_test, boot_timeout=request.boot_timeout,
                          marker_regex=request.marker_regex, report=report, sign_key=request.sign_key,
                          gnupg_home=request.gnupg_home, report_iso=report_iso, deep=request.deep)
 
 
-def rejected_path(dest: str) -> str:
-    stem = dest[:-4] if dest.lower().endswith(".iso") else dest
-    return f"{stem}.rejected.iso"
-
-
-def build_and_certify(request: BuildRequest, *, progress: ProgressCallback | None = None,
-                      session_factory: Callable[..., RootImageSession] = RootImageSession) -> BuildResult:
-    """Rebuild, certify, and put the ISO in place only when certified (see the module docstring)."""
-    say = progress or (lambda _stage: None)
-    timer = StageTimer()
-    say("apply: prepare")
-    with timer.stage("prepare"):
-        prepared = prepare(request.apply)
-    with prepared.base:
-        dest = prepared.dest
-        report = report_path(request, dest)
-        check_distinct({"output ISO": dest, "report": report,
-                        "report's signature": f"{report}.asc" if request.sign_key else None,
-                        "rejected ISO": rejected_path(dest)},
-                       {"base ISO": request.apply.src, "keyring": request.apply.keyring,
-                        **{f"plugin {path}": path for path in request.apply.plugins}})
-        with OutputLock(dest):
-            clean_stale(dest)
-            clean_stale(report)
-            return _build_locked(request, prepared, report, timer, say, session_factory)
-
-
-def _build_locked(request: BuildRequest, prepared: Prepared, report: str, timer: StageTimer,
-                  say: ProgressCallback, session_factory: Callable[..., RootImageSession]) -> BuildResult:
+def _build_locked(request: BuildRequest, prepared, report: str, timer, say: ProgressCallback,
+                  session_factory: Callable | None) -> BuildResult:
+    # pylint: disable=import-outside-toplevel
+    from ._apply import _up_to_date, run_apply
+    from ._verify import verify_iso
+    factory = {} if session_factory is None else {"session_factory": session_factory}
     dest = prepared.dest
     if _up_to_date(dest, prepared.digest, force=request.apply.force):
-        applied = run_apply(request.apply, prepared, timer, lambda stage: say(f"apply: {stage}"), session_factory)
-        in_place = _verify_request(request, dest, report, dest)
-        if report_still_holds(in_place, read_report(report), cached_sha256(dest)) and \
-                (not request.sign_key or os.path.isfile(f"{report}.asc")):
-            return BuildResult(applied=applied, verified=_reused(report), certified=True, reused=True)
         # The output is the build of these inputs, but its report is missing or stale: certify it where it is.
-        verified = verify_iso(in_place, progress=lambda stage: say(f"verify: {stage}"), session_factory=session_factory)
+        applied = run_apply(request.apply, prepared, timer, lambda stage: say(f"apply: {stage}"), **factory)
+        verified = verify_iso(_verify_request(request, dest, report, dest),
+                              progress=lambda stage: say(f"verify: {stage}"), **factory)
         return BuildResult(applied=applied, verified=verified, certified=verified.certified, reused=False)
     candidate_dir = work_dir(dest, "candidate")
     try:
         candidate = os.path.join(candidate_dir, os.path.basename(dest))
         candidate_report = os.path.join(candidate_dir, "report.json")
         applied = run_apply(request.apply, dataclasses.replace(prepared, dest=candidate), timer,
-                            lambda stage: say(f"apply: {stage}"), session_factory)
+                            lambda stage: say(f"apply: {stage}"), **factory)
         verified = verify_iso(_verify_request(request, candidate, candidate_report, dest),
-                              progress=lambda stage: say(f"verify: {stage}"), session_factory=session_factory)
+                              progress=lambda stage: say(f"verify: {stage}"), **factory)
         target, target_report = (dest, report) if verified.certified else \
             (rejected_path(dest), f"{rejected_path(dest)}.certification.json")
         _promote(candidate, candidate_report, target, target_report, signed=bool(request.sign_key))
@@ -140,12 +219,3 @@ def _promote(candidate: str, candidate_report: str, target: str, target_report: 
     except OSError as exc:
         raise NodePluginError(f"cannot move the certified ISO or its report into place: {exc.strerror}",
                               path=exc.filename or target, hint="check the output folder (space, permissions)") from exc
-
-
-def _reused(report: str) -> VerifyResult:
-    document = read_report(report) or {}
-    checks = [Check(name=item.get("name", "?"), evidence=list(item.get("evidence", [])),
-                    violations=list(item.get("violations", []))) for item in document.get("checks", [])]
-    signature = f"{report}.asc" if os.path.isfile(f"{report}.asc") else None
-    return VerifyResult(certified=True, sha256=document.get("sha256", ""), checks=checks, report=report,
-                        report_changed=False, signature=signature, durations={})

@@ -230,7 +230,7 @@ def _add_build(subparsers) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> dict:
-    from ._apply import ApplyRequest  # pylint: disable=import-outside-toplevel
+    from ._request import ApplyRequest  # pylint: disable=import-outside-toplevel
     from ._build import BuildRequest, build_and_certify  # pylint: disable=import-outside-toplevel
     removals = [arg for arg in args.kernel_args if arg.startswith("!")]
     request = ApplyRequest(src=args.iso, plugins=args.plugins, dest=args.output, volume_id=args.volume_id,

@@ -23,8 +23,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
+from typing import TYPE_CHECKING
+
 from ._errors import NodePluginError
-from ._plugin import PluginManifest, validate_manifest
+
+if TYPE_CHECKING:  # the plugin reader (jsonschema, pykickstart) is loaded only when a record is parsed
+    from ._plugin import PluginManifest
 
 TOOL_NAME = "ovirt.node_plugins"
 TOOL_VERSION = "1.0.0-dev0"
@@ -216,6 +220,7 @@ class BuildRecord:
     @classmethod
     def from_json(cls, content: bytes, source: str = BUILD_RECORD_ISO_PATH) -> BuildRecord:
         """Parse and check a build record; it comes from an ISO, so it is checked like any input."""
+        from ._plugin import validate_manifest  # pylint: disable=import-outside-toplevel
         try:
             data = json.loads(content)
         except (ValueError, RecursionError) as exc:
@@ -247,6 +252,20 @@ class BuildRecord:
     def package_names(self) -> list[str]:
         """Names of the packages this build installed for its plugins."""
         return sorted({nevra.rsplit("-", 2)[0] for nevras in self.packages.values() for nevra in nevras})
+
+
+def recorded_inputs_digest(content: bytes) -> str | None:
+    """The inputs digest a build record names, read without checking the rest (None when there is none).
+
+    Enough to tell whether an output was built from given inputs; anything else a record says must be
+    read with BuildRecord.from_json, which checks it.
+    """
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    digest = data.get("inputs_digest") if isinstance(data, dict) and data.get("format") == BUILD_RECORD_FORMAT else None
+    return digest if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) else None
 
 
 def inputs_digest(base_sha256: str, plugin_sha256s: list[str], options: Mapping[str, object]) -> str:

@@ -45,8 +45,9 @@ from ._isomd5 import check as check_md5
 from ._isotree import TreeReference, account, tree_reference
 from ._liveos import SQUASHFS_PATH, find_root_image_path
 from ._nodeiso import NodeIso
-from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale, read_small_json
+from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale
 from ._persist import BOOT_HOOK, PERSIST_LISTS_DIR
+from ._report import Check, VerifyResult, asked, atomic_write, read_report, report_document
 from ._rootfs import RootImageSession
 from ._rpmdb import RpmDatabase, rpm_database_of
 from ._rpmhdr import ALLOWED_PATHS, allowed_paths, path_allowed, sign_detached
@@ -85,47 +86,8 @@ class VerifyRequest:
 
     def asked(self) -> dict:
         """What was asked of the certification besides the ISO: a report says it, so it can be reused."""
-        return {"base_sha256": cached_sha256(self.base) if self.base else None,
-                "plugins_sha256": sorted(cached_sha256(path) for path in self.plugins),
-                "boot_test": self.boot_test, "marker_regex": self.marker_regex, "deep": self.deep}
-
-
-@dataclasses.dataclass
-class Check:
-    """One certification check: passed when it found no violation."""
-
-    name: str
-    evidence: list[str] = dataclasses.field(default_factory=list)
-    violations: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.violations
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "evidence": self.evidence, "violations": self.violations}
-
-
-@dataclasses.dataclass
-class VerifyResult:
-    """The verdict and its report."""
-
-    certified: bool
-    sha256: str
-    checks: list[Check]
-    report: str | None
-    report_changed: bool
-    signature: str | None
-    durations: dict[str, float]
-
-    @property
-    def violations(self) -> list[str]:
-        return [f"{check.name}: {violation}" for check in self.checks for violation in check.violations]
-
-    def to_dict(self) -> dict:
-        return {"certified": self.certified, "sha256": self.sha256, "checks": [c.to_dict() for c in self.checks],
-                "violations": self.violations, "report": self.report, "signature": self.signature,
-                "durations": self.durations}
+        return asked(base=self.base, plugins=self.plugins, boot_test=self.boot_test, marker_regex=self.marker_regex,
+                     deep=self.deep)
 
 
 @dataclasses.dataclass
@@ -650,30 +612,10 @@ def _finish(request: VerifyRequest, sha256: str, checks: list[Check], timer: Sta
                         report_changed=report_changed, signature=signature, durations=timer.durations)
 
 
-def report_document(request: VerifyRequest, sha256: str, checks: list[Check], certified: bool) -> dict:
-    """The certification report (without its time, which _write_report adds)."""
-    return {"format": 1, "iso": os.path.abspath(request.report_iso or request.src), "sha256": sha256,
-            "certified": certified, "checks": [check.to_dict() for check in checks], "asked": request.asked(),
-            "tool": f"{records.TOOL_NAME} {records.TOOL_VERSION}"}
-
-
-def read_report(path: str) -> dict | None:
-    """A report written by _write_report, or None when there is none or it is not one."""
-    document = read_small_json(path, limit=64 << 20)
-    return document if document is not None and document.get("format") == 1 else None
-
-
-def report_still_holds(request: VerifyRequest, document: dict | None, iso_sha256: str) -> bool:
-    """Whether an existing report certifies this very ISO, asked the same way, by this tool version."""
-    return bool(document) and document.get("certified") is True and document.get("sha256") == iso_sha256 \
-        and document.get("tool") == f"{records.TOOL_NAME} {records.TOOL_VERSION}" \
-        and document.get("asked") == request.asked() \
-        and document.get("iso") == os.path.abspath(request.report_iso or request.src)
-
-
 def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], certified: bool) -> tuple[bool, str | None]:
     """Write the report (and its .asc) unless an existing one says the same; returns (changed, signature path)."""
-    document = report_document(request, sha256, checks, certified)
+    document = report_document(iso=request.report_iso or request.src, sha256=sha256, checks=checks,
+                               certified=certified, asked=request.asked())
     signature_path = f"{request.report}.asc" if request.sign_key else None
     existing = read_report(request.report)
     if existing is not None:
@@ -683,22 +625,7 @@ def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], cert
         return not unchanged, signature_path
     document["time"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     content = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    _atomic_write(request.report, content)
+    atomic_write(request.report, content)
     if signature_path:
-        _atomic_write(signature_path, sign_detached(content, request.sign_key, gnupg_home=request.gnupg_home))
+        atomic_write(signature_path, sign_detached(content, request.sign_key, gnupg_home=request.gnupg_home))
     return True, signature_path
-
-
-def _atomic_write(path: str, content: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise NodePluginError("the report's folder does not exist", path=folder)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-",
-                                     delete=False) as handle:
-        try:
-            handle.write(content)
-        except BaseException:
-            os.unlink(handle.name)
-            raise
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, path)

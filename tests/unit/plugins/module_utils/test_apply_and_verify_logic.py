@@ -12,6 +12,7 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import (NodeCompat, PackageEntry,
                                                                                  PluginManifest, RecipeEntry)
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._recipe import parse_recipe
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._request import output_path
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rpmhdr import path_allowed
 
 
@@ -69,14 +70,13 @@ def test_kernel_edits_keep_plugin_order_then_the_request():
 
 
 def test_output_in_a_folder_gets_edit_nodes_name(tmp_path):
-    archives = [_archive("vendor-agent", ""), _archive("hello-plugin", "")]
-    dest = _apply._output_path(str(tmp_path), "/srv/iso/ovirt-node-iso-2.5.0-1.0.fc17.iso", archives)
+    dest = output_path(str(tmp_path), "/srv/iso/ovirt-node-iso-2.5.0-1.0.fc17.iso", ["vendor-agent", "hello-plugin"])
     assert dest == str(tmp_path / "ovirt-node-iso-2.5.0-1.0.fc17-vendor-agent_hello-plugin.iso")
 
 
 def test_output_must_not_go_to_a_missing_folder(tmp_path):
     with pytest.raises(NodePluginError, match="folder does not exist"):
-        _apply._output_path(str(tmp_path / "missing" / "out.iso"), str(tmp_path / "base.iso"), [])
+        output_path(str(tmp_path / "missing" / "out.iso"), str(tmp_path / "base.iso"), [])
 
 
 def test_bad_options_are_refused_before_any_work():
