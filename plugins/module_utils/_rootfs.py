@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from ._accel import apply_libguestfs_env
 from ._blockio import ByteSource
 from ._errors import NodePluginError
+from ._reproducible import source_date_epoch
 from ._nbd import NbdExport
 from ._overlay import DEFAULT_BLOCK_SIZE, ImageChanges, create_overlay, overlay_changes
 from ._run import LOG, run
@@ -397,7 +398,11 @@ class RootImageSession:
         # One file carries the output and, on its last line, the exit status: every appliance
         # call costs a round trip, and a command start costs about a second under TCG.
         log = f"{work}/command.log"
-        exports = "".join(f"export {name}={shlex.quote(value)}; " for name, value in (env or {}).items())
+        # rpm takes install times and transaction ids from SOURCE_DATE_EPOCH: records and the database
+        # then say the same on every rebuild of the same inputs.
+        epoch = source_date_epoch()
+        variables = {**({"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}), **(env or {})}
+        exports = "".join(f"export {name}={shlex.quote(value)}; " for name, value in variables.items())
         redirect = f" < {shlex.quote(stdin_file)}" if stdin_file else " < /dev/null"
         script = (f"{exports}cd /; ( {shlex.join(argv)} ){redirect} > {log} 2>&1; "
                   f"echo \"{_STATUS_MARK}$?\" >> {log}")
