@@ -43,7 +43,7 @@ from ._isomd5 import check as check_md5
 from ._liveos import SQUASHFS_PATH, find_root_image_path
 from ._nodeinfo import NodeInfo
 from ._nodeiso import NodeIso
-from ._outputs import OutputLock, check_distinct, check_tmpdir, clean_stale, work_dir
+from ._outputs import OutputLock, check_distinct, check_tmpdir, clean_stale, clean_stale_runs, work_dir
 from ._overlay import ImageChanges
 from ._persist import image_files
 from ._plugin import PluginArchive, install_set, open_plugin, require_signed_packages, unsigned_packages
@@ -240,6 +240,7 @@ def prepare(request: ApplyRequest) -> Prepared:
     """Open the base ISO and the plugins and check everything that can be checked without work."""
     _check_options(request)
     check_tmpdir()
+    clean_stale_runs()
     if not os.path.isfile(request.src):
         raise NodePluginError("the base ISO does not exist", path=request.src)
     base = NodeIso(request.src)

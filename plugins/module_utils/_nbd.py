@@ -31,6 +31,7 @@ import urllib.parse
 
 from ._blockio import ByteSource
 from ._errors import NodePluginError
+from ._outputs import run_dir
 from ._run import LOG
 
 # Protocol constants (NetworkBlockDevice/nbd doc/proto.md).
@@ -116,7 +117,7 @@ class ExportStats:
 
 def _private_socket_dir() -> str:
     """A new 0700 folder for the socket, short enough for sun_path (TMPDIR may be long)."""
-    for base in (tempfile.gettempdir(), "/tmp"):
+    for base in (run_dir(), tempfile.gettempdir(), "/tmp"):
         if len(os.path.join(base, "nbd-xxxxxxxx", _SOCKET_NAME)) <= _SUN_PATH_MAX:
             return tempfile.mkdtemp(prefix="nbd-", dir=base)
     raise NodePluginError("no temporary folder with a path short enough for a unix socket (108 bytes)",

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import json
@@ -29,6 +30,11 @@ from ._errors import NodePluginError
 
 _WORK_MARK = ".work-"
 _LOCK_SUFFIX = ".lock"
+# This process's private folder under TMPDIR (NBD sockets, throwaway overlays, libguestfs's own temporary
+# files): named with the PID, so that a later run removes what a killed one left.
+_RUN_PREFIX = "ovirt-node-plugins-"
+_SOCKET_ROOM = 108 - 40  # a unix socket path must fit in 108 bytes; leave room for the names inside
+_run_dir: str | None = None
 
 
 def _identity(path: str) -> tuple[str, tuple[int, int] | None]:
@@ -130,6 +136,46 @@ def check_writable_folder(path: str, what: str) -> None:
     except OSError as exc:
         raise NodePluginError(f"the {what} cannot be written: {exc.strerror}", path=folder,
                               hint=_os_hint(exc)) from exc
+
+
+def _temporary_bases() -> list[str]:
+    return list(dict.fromkeys(base for base in (tempfile.gettempdir(), "/tmp") if os.path.isdir(base)))
+
+
+def run_dir() -> str:
+    """This process's private temporary folder (0700), made on first use and removed when the process ends.
+
+    It lies under TMPDIR, or under /tmp when TMPDIR is too long for the unix sockets made inside it.
+    """
+    global _run_dir  # pylint: disable=global-statement
+    if _run_dir is None or not os.path.isdir(_run_dir):
+        base = next((base for base in _temporary_bases() if len(base) <= _SOCKET_ROOM), "/tmp")
+        try:
+            _run_dir = tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=base)
+        except OSError as exc:
+            raise NodePluginError(f"cannot create a temporary folder: {exc.strerror}", path=base,
+                                  hint=_os_hint(exc) if exc.errno != errno.ENOENT else "set TMPDIR to a folder") \
+                from exc
+        atexit.register(shutil.rmtree, _run_dir, True)
+    return _run_dir
+
+
+def clean_stale_runs() -> list[str]:
+    """Remove the private temporary folders of runs of this tool that were killed (their PID is gone)."""
+    removed = []
+    pattern = re.compile(rf"^{re.escape(_RUN_PREFIX)}(\d+)-[A-Za-z0-9_]+$")
+    for base in _temporary_bases():
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            match = pattern.match(name)
+            path = os.path.join(base, name)
+            if match and not _pid_alive(int(match.group(1))) and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def check_tmpdir() -> None:

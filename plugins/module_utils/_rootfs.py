@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from ._accel import apply_libguestfs_env
 from ._blockio import ByteSource
 from ._errors import NodePluginError
+from ._outputs import run_dir
 from ._reproducible import source_date_epoch
 from ._nbd import NbdExport
 from ._overlay import DEFAULT_BLOCK_SIZE, ImageChanges, create_overlay, overlay_changes
@@ -121,6 +122,26 @@ def _tree_size(top: str) -> int:
     return total
 
 
+def _new_handle():
+    """A libguestfs handle whose temporary files and sockets live in this process's run folder.
+
+    libguestfs reads its socket folder from XDG_RUNTIME_DIR when a handle is made (/tmp otherwise),
+    and leaves it behind when its process is killed; inside the run folder, the next run removes it.
+    """
+    private = run_dir()
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = private
+    try:
+        g = guestfs.GuestFS(python_return_dict=True)
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved
+    g.set_tmpdir(private)
+    return g
+
+
 class RootImageSession:
     """A libguestfs appliance with a root image (and optionally a scratch disk) attached.
 
@@ -190,7 +211,7 @@ class RootImageSession:
             self._grow_file(self.grow_to_mib)
         apply_libguestfs_env()
         started = time.monotonic()
-        g = guestfs.GuestFS(python_return_dict=True)
+        g = _new_handle()
         g.set_memsize(self.memory_mib)
         try:
             self._add_root_drive(g)
@@ -274,7 +295,7 @@ class RootImageSession:
         # Not libguestfs's own throwaway overlay: add_drive makes it with qemu-img while holding the
         # GIL, and qemu-img must read the export served by threads of this process (a deadlock).
         if self._throwaway_dir is None:
-            self._throwaway_dir = tempfile.mkdtemp(prefix="rootfs-overlays-")
+            self._throwaway_dir = tempfile.mkdtemp(prefix="rootfs-overlays-", dir=run_dir())
         throwaway = os.path.join(self._throwaway_dir, f"overlay{len(self._exports)}.qcow2")
         export = self._export(image, label)
         create_overlay(throwaway, export.uri, size=image.size, block_size=self.block_size)

@@ -45,7 +45,7 @@ from ._isomd5 import check as check_md5
 from ._isotree import TreeReference, account, tree_reference
 from ._liveos import SQUASHFS_PATH, find_root_image_path
 from ._nodeiso import NodeIso
-from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale
+from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale, clean_stale_runs
 from ._persist import BOOT_HOOK, PERSIST_LISTS_DIR
 from ._report import Check, VerifyResult, asked, atomic_write, read_report, report_document
 from ._rootfs import RootImageSession
@@ -125,6 +125,7 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
         clean_stale(request.report)
         check_writable_folder(request.report, "report")
     check_tmpdir()
+    clean_stale_runs()
     timer = StageTimer()
     say = progress or (lambda _stage: None)
     checks = []

@@ -98,3 +98,21 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path):
         check_writable_folder("/proc/r.json", "report")
     check_writable_folder(str(tmp_path / "r.json"), "report")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_run_folders_of_killed_runs_are_removed(tmp_path, monkeypatch):
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils import _outputs
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(_outputs.tempfile, "tempdir", None)
+    monkeypatch.setattr(_outputs, "_run_dir", None)
+    mine = _outputs.run_dir()
+    assert os.path.dirname(mine) == str(tmp_path) and os.path.basename(mine).startswith(
+        f"ovirt-node-plugins-{os.getpid()}-")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f"ovirt-node-plugins-{dead}-abc123"
+    (stale / "libguestfsXYZ").mkdir(parents=True)
+    other = tmp_path / "libguestfsABC"
+    other.mkdir()
+    assert str(stale) in _outputs.clean_stale_runs()
+    assert not stale.exists() and os.path.isdir(mine) and other.is_dir()
