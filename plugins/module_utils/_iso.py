@@ -593,7 +593,7 @@ def rewrite_iso(base: str | IsoReader, dest: str, *, replace_files: Mapping[str,
         if volume_id is not None:
             argv += ["-volid", volume_id]
         argv += ["-commit", "-end"]
-        run(argv)
+        _run_xorriso(argv, temp_iso)
         after = boot_records(temp_iso)
         lost = lost_boot_records(before, after)
         if lost:
@@ -607,6 +607,27 @@ def rewrite_iso(base: str | IsoReader, dest: str, *, replace_files: Mapping[str,
     return IsoWriteResult(path=dest, volume_id=volume_id or old_volume_id, replaced=sorted(replace_files),
                           added=sorted(add_files), removed=sorted(remove), boot_records=after, md5=md5,
                           seconds=round(time.monotonic() - started, 3))
+
+
+_XORRISO_FULL = re.compile(r"Image size (\d+)s exceeds free space on media (\d+)s")
+
+
+def _run_xorriso(argv: list[str], target: str) -> None:
+    """Run xorriso; a failure says what xorriso found wrong (its FAILURE lines), a full disk as such."""
+    result = run(argv, check=False)
+    if result.returncode == 0:
+        return
+    text = (result.stderr or b"").decode("utf-8", "replace") + (result.stdout or b"").decode("utf-8", "replace")
+    folder = os.path.dirname(target)
+    full = _XORRISO_FULL.search(text)
+    if full or "No space left" in text:
+        needed = f": the ISO needs {int(full.group(1)) * 2 // 1024} MiB, {int(full.group(2)) * 2 // 1024} MiB are free" \
+            if full else ""
+        raise NodePluginError(f"the output's file system is full{needed}", path=folder,
+                              hint="free space there, or write the output to another file system")
+    reasons = [line.strip() for line in text.splitlines() if any(mark in line for mark in ("FAILURE", "MISHAP", "SORRY"))]
+    raise NodePluginError(f"xorriso could not write the ISO (exit code {result.returncode})", path=target,
+                          hint="the messages below are xorriso's", details="\n".join(reasons[-10:]) or text[-2000:])
 
 
 # Boot configs of the ISO: where they are, what they boot, and edits for rewrite_iso.

@@ -139,6 +139,9 @@ def _new_handle():
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
     g.set_tmpdir(private)
+    # The appliance (kernel, initrd, root built from the host's packages) is a cache worth keeping across
+    # runs: where libguestfs keeps it without TMPDIR, unless LIBGUESTFS_CACHEDIR says otherwise.
+    g.set_cachedir(os.environ.get("LIBGUESTFS_CACHEDIR") or "/var/tmp")
     return g
 
 
