@@ -4,7 +4,10 @@
 
 Named stages, each ``stage(inputs) -> output`` with a typed output, timed, in this order:
   prepare   -> Prepared     the base ISO opened once (NodeIso), every plugin opened without trusting
-                            it; compatibility, signatures and names checked before any work
+                            it (for a rebase: the tarballs the old ISO carries); compatibility,
+                            signatures and names checked before any work; what the edit changes in
+                            the plugins the base holds (_lifecycle: upgrades, removals, kernel
+                            arguments taken back, the initramfs of kmod plugins)
   plan      -> Plan         the output's path, the inputs' digest, the update number, the boot
                             configs edited (BIOS, UEFI tree, inside efiboot.img) and every entry's
                             kernel arguments before/after; check and diff mode stop here
@@ -13,12 +16,15 @@ Named stages, each ``stage(inputs) -> output`` with a typed output, timed, in th
                             (allowed paths checked), the ISO tree for nochroot scripts
   image     -> ImageEdit    one libguestfs appliance on the root image served over NBD under a qcow2
                             overlay (every write lands there, one cluster per squashfs block): resize,
-                            %pre, rpm install with the image's own rpm, %post, records, manifests,
+                            %pre, rpm install with the image's own rpm, %post, records, erase of what
+                            departing plugins brought, depmod and dracut for kmod plugins, manifests,
                             (Edited), SELinux relabel; vendor code never runs on the host
   squashfs  -> Repacked     the base's compressed blocks copied, only the blocks the overlay holds
                             compressed (with the base's compressor and options); a full mksquashfs
                             when that cannot be done, with the reason
-  iso       -> WrittenIso   written with xorriso boot replay, md5 implanted, renamed into place
+  iso       -> WrittenIso   written with xorriso boot replay (the plugins' tarballs carried in
+                            /ovirt-plugins, a rebuilt initramfs wherever the base had its one), md5
+                            implanted, renamed into place
 ApplyResult is assembled from those outputs at the end. The work directory sits next to the output
 and is removed on success and on failure alike.
 """
@@ -29,11 +35,13 @@ import dataclasses
 import filecmp
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 from . import _records as records
-from ._bootcfg import KernelArgEdits
+from . import _lifecycle as lifecycle
+from ._bootcfg import KernelArgEdits, write_efiboot_file
 from ._choices import COMPRESSORS, SELINUX_RELABEL
 from ._digests import cached_sha256, file_sha256, is_cached
 from ._errors import NodePluginError
@@ -45,11 +53,12 @@ from ._nodeinfo import NodeInfo
 from ._nodeiso import NodeIso
 from ._outputs import OutputLock, check_distinct, check_tmpdir, clean_stale, clean_stale_runs, work_dir
 from ._overlay import ImageChanges
-from ._persist import image_files
+from ._persist import BOOT_HOOK, PERSIST_LISTS_DIR, image_files
 from ._plugin import PluginArchive, install_set, open_plugin, require_signed_packages, unsigned_packages
 from ._reproducible import source_date_epoch, utc_timestamp
 from ._request import ApplyRequest, ApplyResult, StepLog, output_path
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
+from ._rpmhdr import RpmHeader
 from ._rpmdb import RPMDB_PATH, image_dir_lister, image_file_reader, rpmdb_format_from_names, rpmdb_write_problem
 from ._run import StageTimer, run
 from ._squashfs import BlocksFromSource, IncrementalUnsupported, SquashfsFile, SquashfsImage, rewrite_squashfs
@@ -63,7 +72,9 @@ SessionFactory = Callable[..., RootImageSession]
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """The checked inputs: the base ISO (open), the plugins, and the digest that identifies the output."""
+    """The checked inputs: the base ISO (open), the plugins, and the digest that identifies the output;
+    what the edit changes in the plugins the base holds. Use as a context manager (closes the base,
+    removes the carried tarballs a rebase extracted)."""
 
     base: NodeIso
     archives: list[PluginArchive]
@@ -71,6 +82,26 @@ class Prepared:
     dest: str
     digest: str
     kernel_edits: KernelArgEdits
+    change: lifecycle.PluginChange = lifecycle.PluginChange(held=(), applied=(), removed=())
+    initramfs: lifecycle.InitramfsPlan | None = None
+    # The base's TreeReference as a dict, when prepare needed it (kmod plugins); else build_record reads it.
+    base_tree: dict | None = None
+    notes: tuple[str, ...] = ()
+    # A rebase: the old ISO's identity, the carried plugins left out, the folder of the extracted tarballs.
+    rebased_from: dict = dataclasses.field(default_factory=dict)
+    skipped: tuple[dict, ...] = ()
+    scratch: str | None = None
+
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.base.close()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +126,8 @@ class Extracted:
     root_image: SquashfsFile
     install_sets: list[list[str]]
     live_tree: str | None
+    # The package names of each install set (what each plugin brings, the origin's packages aside).
+    install_names: list[list[str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +143,11 @@ class ImageEdit:
     selinux: str
     changes: ImageChanges
     launch_seconds: float = 0.0
+    # Package names each applied plugin brought; what the departing plugins' erase did.
+    brought: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    erased: list[str] = dataclasses.field(default_factory=list)
+    kept: dict[str, str] = dataclasses.field(default_factory=dict)
+    initramfs: lifecycle.RebuiltInitramfs | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +184,7 @@ def apply_plugins(request: ApplyRequest, *, progress: ProgressCallback | None = 
     say("prepare")
     with timer.stage("prepare"):
         prepared = prepare(request)
-    with prepared.base:
+    with prepared:
         if request.check_mode:
             return run_apply(request, prepared, timer, say, session_factory)
         with OutputLock(prepared.dest):
@@ -172,7 +210,7 @@ def run_apply(request: ApplyRequest, prepared: Prepared, timer: StageTimer, say:
         else:
             image, written, repacked = _build(request, prepared, planned, workdir, timer, say, session_factory)
             result.changed, result.reason = True, "built"
-            _record_build(result, image, written, repacked)
+            _record_build(result, prepared, image, written, repacked)
         if request.keep_workdir and not request.check_mode:
             kept_workdir = workdir
     finally:
@@ -205,14 +243,31 @@ def _result(request: ApplyRequest, prepared: Prepared, planned: Plan) -> ApplyRe
     node: NodeInfo = prepared.base.node
     plugins = [{"name": a.manifest.name, "version": a.manifest.version, "sha256": a.sha256, "path": a.path,
                 "packages": [p.nevra for p in a.manifest.packages]} for a in prepared.archives]
+    change = prepared.change
     return ApplyResult(changed=False, path=planned.dest, reason="", plugins=plugins, update=planned.update,
                        base={"path": request.src, "sha256": prepared.base.sha256,
                              "volume_id": prepared.base.volume_id, "product": node.product,
                              "version": node.version, "release": node.release},
-                       kernel_args_before=planned.kernel_args_before, kernel_args=planned.kernel_args_after)
+                       kernel_args_before=planned.kernel_args_before, kernel_args=planned.kernel_args_after,
+                       removed=[{"name": plugin.name, "version": plugin.version, "brought": plugin.brought_names()}
+                                for plugin in change.removed],
+                       upgraded=change.upgrades(prepared.archives), skipped=list(prepared.skipped),
+                       initramfs=prepared.initramfs.to_dict() if prepared.initramfs else {},
+                       notes=list(prepared.notes), erased=_expected_erase(prepared) if request.check_mode else [])
 
 
-def _record_build(result: ApplyResult, image: ImageEdit, written: WrittenIso, repacked: Repacked) -> None:
+def _expected_erase(prepared: Prepared) -> list[str]:
+    """What check mode says the build would erase: what departing plugins brought and no staying plugin ships
+    (the build asks the image's rpm, and keeps what installed packages still need)."""
+    record = prepared.base.build_record.record
+    origin = record.origin_info().packages if record else None
+    staying = {package.name for archive in prepared.archives for package in archive.manifest.packages} | \
+        {name for plugin in prepared.change.kept for name in plugin.brought_names()}
+    return lifecycle.erase_candidates(prepared.change, staying, {nevra.rsplit("-", 2)[0] for nevra in origin or ()})
+
+
+def _record_build(result: ApplyResult, prepared: Prepared, image: ImageEdit, written: WrittenIso,
+                  repacked: Repacked) -> None:
     result.squashfs = {"path_taken": repacked.path_taken, "reason": repacked.reason, **repacked.report}
     result.packages = dict(image.packages)
     result.packages_before = list(image.packages_before)
@@ -220,13 +275,17 @@ def _record_build(result: ApplyResult, image: ImageEdit, written: WrittenIso, re
     result.scriptlet_logs = list(image.scriptlet_logs)
     result.selinux = image.selinux
     result.sha256, result.size = written.sha256, written.size
+    result.erased, result.kept = list(image.erased), dict(image.kept)
+    if image.initramfs is not None and prepared.initramfs is not None:
+        result.initramfs = {**prepared.initramfs.to_dict(), "sha256": image.initramfs.sha256}
 
 
 # -- prepare ---------------------------------------------------------------------------------------
 
 def _check_options(request: ApplyRequest) -> None:
-    if not request.plugins:
-        raise NodePluginError("no plugins given", hint="name at least one plugin tarball")
+    if not request.plugins and not request.remove and not request.rebase_from:
+        raise NodePluginError("no plugins given", hint="name at least one plugin tarball, a plugin to remove, or "
+                                                       "the customized ISO to rebase from")
     if request.selinux_relabel not in SELINUX_RELABEL:
         raise NodePluginError(f"selinux_relabel={request.selinux_relabel!r} is not valid",
                               hint=f"use one of {', '.join(SELINUX_RELABEL)}")
@@ -244,27 +303,71 @@ def prepare(request: ApplyRequest) -> Prepared:
     if not os.path.isfile(request.src):
         raise NodePluginError("the base ISO does not exist", path=request.src)
     base = NodeIso(request.src)
+    scratch = None
     try:
         check_replayable(base)
         _check_image_rpm(base)
         archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
                     for path in request.plugins]
+        carried, rebased_from = None, {}
+        if request.rebase_from:
+            scratch = tempfile.mkdtemp(prefix="ovirt-node-plugins-rebase-")
+            carried, rebased_from = _carried(request, base, archives, scratch)
+            archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
+                        for path in carried.paths] + archives
         _check_compatibility(archives, base)
         unsigned = bool(unsigned_packages(archives))
         if request.require_signed:
             require_signed_packages(archives, request.src)
         _check_unique_names(archives)
-        kernel_edits = _kernel_edits(request, archives)
-        dest = output_path(request.dest, request.src, [archive.manifest.name for archive in archives])
+        # A rebase starts from a Node without plugins: its removals were the carried plugins left out.
+        change = lifecycle.plan_change(base, archives, [] if carried else request.remove)
+        record = base.build_record.record
+        takeback = lifecycle.take_back_kernel_args(
+            change, [word for plugin in change.kept for word in plugin.kernel_args] + _recipe_words(archives) +
+            lifecycle.user_kernel_words(record) + request.kernel_arg_edits().words(),
+            record.origin_info().tree if record else {})
+        kernel_edits = takeback.edits.then(_kernel_edits(request, archives))
+        base_tree = tree_reference(base).to_dict() if lifecycle.touches_kmod(change, archives) else None
+        initramfs = lifecycle.plan_initramfs(base, base_tree or {}, archives, change, change.kept)
+        dest = output_path(request.dest, request.src, [archive.manifest.name for archive in archives],
+                           [] if carried else request.remove)
         check_distinct({"output ISO": dest}, {"base ISO": request.src, "keyring": request.keyring,
+                                              "ISO to rebase from": request.rebase_from,
                                               **{f"plugin {path}": path for path in request.plugins}})
-        digest = records.inputs_digest(base.sha256, [archive.sha256 for archive in archives],
-                                       request.options_for_digest())
+        options = {**request.options_for_digest(), **({"rebase_from": rebased_from["sha256"]} if carried else {})}
+        digest = records.inputs_digest(base.sha256, [archive.sha256 for archive in archives], options)
     except BaseException:
         base.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise
     return Prepared(base=base, archives=archives, unsigned=unsigned, dest=dest, digest=digest,
-                    kernel_edits=kernel_edits)
+                    kernel_edits=kernel_edits, change=change, initramfs=initramfs, base_tree=base_tree,
+                    notes=tuple(takeback.notes), rebased_from=rebased_from,
+                    skipped=tuple(carried.skipped) if carried else (), scratch=scratch)
+
+
+def _carried(request: ApplyRequest, base: NodeIso, given: Sequence[PluginArchive],
+             folder: str) -> tuple[lifecycle.Carried, dict]:
+    """The plugin tarballs the ISO to rebase from carries, extracted into folder (given ones and removed ones
+    left out), and that ISO's identity for the record."""
+    if not os.path.isfile(request.rebase_from):
+        raise NodePluginError("the ISO to rebase from does not exist", path=request.rebase_from)
+    with NodeIso(request.rebase_from) as old:
+        leave_out = [archive.manifest.name for archive in given] + list(request.remove)
+        carried = lifecycle.carried_plugins(old, base, folder, skip_incompatible=request.skip_incompatible,
+                                            leave_out=leave_out)
+        node = old.node
+        return carried, {"sha256": old.sha256, "volume_id": old.volume_id, "product": node.product,
+                         "version": node.version, "release": node.release,
+                         "plugins": [f"{plugin.name} {plugin.version}" for plugin in carried.record.plugins]}
+
+
+def _recipe_words(archives: Sequence[PluginArchive]) -> list[str]:
+    """The applied plugins' recipe kernel-argument words (edit-livecd notation)."""
+    return [word for archive in archives for word in KernelArgEdits(
+        tuple(archive.recipe.kernel_args_add), tuple(archive.recipe.kernel_args_remove)).words()]
 
 
 def _check_image_rpm(base: NodeIso) -> None:
@@ -356,10 +459,11 @@ def extract(request: ApplyRequest, prepared: Prepared, workdir: str) -> Extracte
     squashfs = prepared.base.squashfs_image()
     root_path = find_root_image_path(squashfs, source=f"{prepared.base.path}:{SQUASHFS_PATH}")
     plugin_dirs = _extract_plugins(prepared.archives, workdir)
-    install_sets = _install_sets(prepared.archives, plugin_dirs, request)
+    headers = _install_sets(prepared.archives, plugin_dirs, request)
     live_tree = _stage_live_tree(prepared.base, workdir) if _needs_live_root(prepared.archives) else None
     return Extracted(squashfs=squashfs, root_path=root_path, root_image=squashfs.open_file(root_path),
-                     install_sets=install_sets, live_tree=live_tree)
+                     install_sets=[[header.path for header in chosen] for chosen in headers], live_tree=live_tree,
+                     install_names=[[header.name for header in chosen] for chosen in headers])
 
 
 def _extract_plugins(archives: Sequence[PluginArchive], workdir: str) -> list[str]:
@@ -373,9 +477,9 @@ def _extract_plugins(archives: Sequence[PluginArchive], workdir: str) -> list[st
 
 
 def _install_sets(archives: Sequence[PluginArchive], plugin_dirs: Sequence[str],
-                  request: ApplyRequest) -> list[list[str]]:
-    """The RPM files to install per plugin (_plugin.install_set: allowed paths checked first)."""
-    return [[header.path for header in install_set(archive, folder, allow_unlisted_paths=request.allow_unlisted_paths)]
+                  request: ApplyRequest) -> list[list[RpmHeader]]:
+    """The RPMs to install per plugin (_plugin.install_set: allowed paths checked first)."""
+    return [install_set(archive, folder, allow_unlisted_paths=request.allow_unlisted_paths)
             for archive, folder in zip(archives, plugin_dirs)]
 
 
@@ -431,21 +535,83 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
                     script.body, interpreter=script.interpreter, view=view,
                     env=nochroot_env if script.nochroot else None))
             packages[name] = _write_plugin_records(session, archive)
+        brought, erased = _take_back(session, prepared, extracted, records.nevras_of(before["rpm"]), logs)
+        initramfs = None
+        if prepared.initramfs is not None:
+            initramfs = lifecycle.rebuild_initramfs(session, prepared.initramfs, workdir)
+            kmod = sorted({*prepared.change.applied, *(plugin.name for plugin in prepared.change.departing)})
+            _vendor_step(logs, ", ".join(kmod), "depmod and initramfs (the image's dracut)"
+                         if prepared.initramfs.rebuild else "depmod", initramfs.outcome)
         after = _query_manifests(session)
         update_files = _write_update_records(session, prepared, planned.update, before, after)
         release = session.read("/etc/system-release").decode("utf-8", "replace")
         session.write("/etc/system-release",
                       records.edited_system_release(release, unsigned=prepared.unsigned).encode("utf-8"))
-        # Declared persist paths: a boot hook keeps them through the Node's own mechanism (stateful Nodes).
-        for path, image_file in image_files([archive.manifest for archive in prepared.archives]).items():
-            session.write(path, image_file.content, mode=image_file.mode)
+        _write_persist_files(session, prepared)
         selinux = _relabel(session, request)
         live_changes = _live_changes(session, extracted.live_tree, workdir) if extracted.live_tree else {}
     _check_live_changes(prepared, live_changes)
     return ImageEdit(packages=packages, packages_before=records.nevras_of(before["rpm"]),
                      packages_after=records.nevras_of(after["rpm"]), update_files=update_files,
                      live_changes=live_changes, scriptlet_logs=logs, selinux=selinux, changes=session.changes,
-                     launch_seconds=round(getattr(session, "launch_seconds", 0.0), 3))
+                     launch_seconds=round(getattr(session, "launch_seconds", 0.0), 3), brought=brought,
+                     erased=erased.erased, kept=erased.kept, initramfs=initramfs)
+
+
+def _protected_packages(prepared: Prepared, packages_before: Sequence[str]) -> set[str]:
+    """Names of the origin's packages, which no removal or upgrade erases (whatever a plugin says it brought)."""
+    record = prepared.base.build_record.record
+    if record is None:
+        return {nevra.rsplit("-", 2)[0] for nevra in packages_before}
+    origin = record.origin_info().packages
+    if origin is not None:
+        return {nevra.rsplit("-", 2)[0] for nevra in origin}
+    # Recorded by an older build: what the base holds that no plugin of its history ever brought.
+    return {nevra.rsplit("-", 2)[0] for nevra in packages_before} - record.plugin_packages_ever()
+
+
+def _take_back(session: RootImageSession, prepared: Prepared, extracted: Extracted, packages_before: Sequence[str],
+               logs: list[StepLog]) -> tuple[dict[str, list[str]], lifecycle.Erased]:
+    """What each applied plugin brought; erase what the departing plugins brought and nothing needs any more,
+    and delete their stale records and persist lists."""
+    change = prepared.change
+    protected = _protected_packages(prepared, packages_before)
+    brought = {archive.manifest.name: sorted(set(names) - protected)
+               for archive, names in zip(prepared.archives, extracted.install_names)}
+    staying = {name for names in brought.values() for name in names} | \
+        {name for plugin in change.kept for name in plugin.brought_names()}
+    erased = lifecycle.erase_unneeded(session, lifecycle.erase_candidates(change, staying, protected))
+    if erased.outcome is not None:
+        _vendor_step(logs, ", ".join(plugin.name for plugin in change.departing), "rpm erase", erased.outcome)
+    # What an upgraded plugin's older version brought and installed packages still need: the new version's now.
+    for plugin in change.superseded:
+        brought[plugin.name] = sorted(set(brought[plugin.name]) | (set(erased.kept) & set(plugin.brought_names())))
+    applied = set(change.applied)
+    stale = [f"{records.RECORDS_DIR}/{name}" for name in lifecycle.stale_records(
+        change, [archive.manifest for archive in prepared.archives] + [plugin.manifest for plugin in change.kept])]
+    stale += [f"{PERSIST_LISTS_DIR}/{plugin.name}" for plugin in change.departing if plugin.name not in applied]
+    if change.departing and not image_files(_held_manifests(prepared)):
+        stale.append(BOOT_HOOK)
+    if stale:
+        outcome = session.run(["rm", "-f", *stale])
+        if not outcome.ok:
+            raise NodePluginError("could not delete the departing plugins' records in the image",
+                                  details=outcome.output.strip()[-2000:])
+    return brought, erased
+
+
+def _held_manifests(prepared: Prepared) -> list:
+    """The manifests of the plugins the ISO holds after the edit."""
+    return [plugin.manifest for plugin in prepared.change.kept] + [archive.manifest for archive in prepared.archives]
+
+
+def _write_persist_files(session: RootImageSession, prepared: Prepared) -> None:
+    """Declared persist paths: a boot hook keeps them through the Node's own mechanism (stateful Nodes).
+    The applied plugins' lists are written; the hook when some plugin declares paths."""
+    applied = {archive.manifest.name for archive in prepared.archives}
+    for path, image_file in image_files(_held_manifests(prepared)).items():
+        if path == BOOT_HOOK or path.rsplit("/", 1)[-1] in applied:
+            session.write(path, image_file.content, mode=image_file.mode)
 
 
 def _vendor_step(logs: list[StepLog], plugin: str, step: str, outcome) -> None:
@@ -492,7 +658,8 @@ def _write_update_records(session: RootImageSession, prepared: Prepared, number:
                           before: dict, after: dict) -> dict[str, bytes]:
     installed = [f"{archive.manifest.name} {archive.manifest.version} {package.nevra}"
                  for archive in prepared.archives for package in archive.manifest.plugin_packages]
-    files = records.update_files(number, before, after, installed)
+    removed = [f"{plugin.name} {plugin.version}" for plugin in prepared.change.removed]
+    files = records.update_files(number, before, after, installed, removed)
     for name, content in files.items():
         session.write(f"{records.IMAGE_MANIFESTS_DIR}/update{number}/{name}", content)
     return files
@@ -633,6 +800,15 @@ def write_iso(request: ApplyRequest, prepared: Prepared, planned: Plan, image: I
 
     place(f"isolinux/update{number}", update_dir)
     place(records.BUILD_RECORD_ISO_PATH, record_file)
+    # The tarballs as given (signatures inside), for a rebase; the departing ones leave.
+    carried = {lifecycle.carried_path(archive.manifest): archive.path for archive in prepared.archives}
+    for iso_path, local in carried.items():
+        place(iso_path, local)
+    remove = sorted({plugin.carried for plugin in prepared.change.departing if plugin.carried and
+                     plugin.carried not in carried and lifecycle.is_carried_path(plugin.carried) and
+                     base.exists(plugin.carried)})
+    if image.initramfs is not None and image.initramfs.path and prepared.initramfs is not None:
+        _place_initramfs(prepared, image.initramfs.path, replace, staging)
     for link, target in records.current_manifest_links(number).items():
         local = os.path.join(staging, link)
         os.symlink(target, local)
@@ -641,24 +817,77 @@ def write_iso(request: ApplyRequest, prepared: Prepared, planned: Plan, image: I
     for relative, local in image.live_changes.items():
         if relative not in edited:  # configs edited by the engine win over a script's copy
             place(relative, local)
-    written = rewrite_iso(base, planned.dest, replace_files=replace, add_files=add, volume_id=request.volume_id,
-                          implant=True)
+    # A new folder made explicitly, so that SOURCE_DATE_EPOCH pins its dates too.
+    folders = [lifecycle.CARRIED_DIR] if carried and not base.exists(lifecycle.CARRIED_DIR) else []
+    written = rewrite_iso(base, planned.dest, replace_files=replace, add_files=add, remove=remove,
+                          make_dirs=folders, volume_id=request.volume_id, implant=True)
     return WrittenIso(path=written.path, sha256=cached_sha256(written.path), size=os.path.getsize(written.path))
+
+
+def _place_initramfs(prepared: Prepared, initramfs: str, replace: dict[str, str], staging: str) -> None:
+    """The rebuilt initramfs wherever the base had its one: files of the tree, and copies inside EFI images."""
+    plan = prepared.initramfs
+    for iso_path in plan.tree_files:
+        replace[iso_path] = initramfs
+    if not plan.efi_files:
+        return
+    with open(initramfs, "rb") as handle:
+        # write_efiboot_file takes text: surrogateescape carries any bytes through unchanged.
+        content = handle.read().decode("utf-8", "surrogateescape")
+    for image, inner_paths in plan.efi_files.items():
+        local = replace.get(image)  # the copy whose boot config the plan edited, if any
+        if local is None:
+            local = os.path.join(staging, image.strip("/").replace("/", "_"))
+            shutil.copyfile(prepared.base.efi_image(image), local)
+            os.chmod(local, 0o644)
+            replace[image] = local
+        for inner in inner_paths:
+            write_efiboot_file(local, inner, content)
 
 
 def build_record(request: ApplyRequest, prepared: Prepared, planned: Plan, image: ImageEdit) -> records.BuildRecord:
     """The machine-readable record of this build, with the base's own record as history."""
     history: list[dict] = []
-    earlier = prepared.base.build_record.record
+    base = prepared.base
+    earlier = base.build_record.record
     if earlier is not None:
         earlier_entry = earlier.to_dict()
         history = earlier_entry.pop("history", []) + [earlier_entry]
+    base_tree = prepared.base_tree or tree_reference(base).to_dict()
+    change = prepared.change
+    applied = [records.RecordedPlugin(name=a.manifest.name, version=a.manifest.version, sha256=a.sha256,
+                                      manifest=a.manifest, signer=a.signer, kernel_args=tuple(words),
+                                      brought=tuple(image.brought.get(a.manifest.name, ())),
+                                      carried=lifecycle.carried_path(a.manifest))
+               for a, words in ((archive, _recipe_words([archive])) for archive in prepared.archives)]
+    kept = {plugin.name for plugin in change.kept}
+    packages = {name: list(nevras) for name, nevras in (earlier.packages if earlier else {}).items() if name in kept}
+    if earlier is not None:
+        origin = dict(earlier.origin) if earlier.origin else dataclasses.asdict(earlier.origin_info())
+    else:
+        node = base.node
+        origin = {"sha256": base.sha256, "volume_id": base.volume_id, "product": node.product,
+                  "version": node.version, "release": node.release, "packages": list(image.packages_before),
+                  "tree": base_tree}
+    initramfs = dict(earlier.initramfs) if earlier else {}
+    if image.initramfs is not None and image.initramfs.path and prepared.initramfs is not None:
+        initramfs = {"kernel_version": prepared.initramfs.kernel_version, "sha256": image.initramfs.sha256,
+                     "files": list(prepared.initramfs.tree_files), "drivers": list(prepared.initramfs.drivers),
+                     "efi_files": {name: list(paths) for name, paths in prepared.initramfs.efi_files.items()},
+                     "update": planned.update}
+    erased = set(image.erased)
     return records.BuildRecord(
-        base_sha256=prepared.base.sha256, base_volume_id=prepared.base.volume_id,
-        plugins=[records.RecordedPlugin(name=a.manifest.name, version=a.manifest.version, sha256=a.sha256,
-                                        manifest=a.manifest, signer=a.signer) for a in prepared.archives],
-        options=request.options_for_digest(), inputs_digest=prepared.digest, update=planned.update,
-        packages=dict(image.packages), kernel_args=dict(planned.kernel_args_after),
+        base_sha256=base.sha256, base_volume_id=base.volume_id,
+        plugins=lifecycle.plugins_after(change, applied),
+        options={**request.options_for_digest(),
+                 **({"rebase_from": prepared.rebased_from["sha256"]} if prepared.rebased_from else {})},
+        inputs_digest=prepared.digest, update=planned.update,
+        packages={**packages, **image.packages}, kernel_args=dict(planned.kernel_args_after),
         created=utc_timestamp(), history=history, kernel_edits=prepared.kernel_edits.words(),
-        base_tree=tree_reference(prepared.base).to_dict(),
-        live_files={"/" + relative: file_sha256(local) for relative, local in sorted(image.live_changes.items())})
+        base_tree=base_tree,
+        live_files={"/" + relative: file_sha256(local) for relative, local in sorted(image.live_changes.items())},
+        origin=origin, erased=sorted(erased), initramfs=initramfs, rebased_from=dict(prepared.rebased_from),
+        removed=[{"name": plugin.name, "version": plugin.version, "sha256": plugin.sha256,
+                  "brought": plugin.brought_names(), "erased": sorted(erased & set(plugin.brought_names()))}
+                 for plugin in change.removed])
+

@@ -98,7 +98,7 @@ def build_and_certify(request: BuildRequest, *, progress: ProgressCallback | Non
     say("apply: prepare")
     with timer.stage("prepare"):
         prepared = prepare(request.apply)
-    with prepared.base:
+    with prepared:
         report = report_path(request, prepared.dest)
         _distinct_paths(request, prepared.dest, report)
         with OutputLock(prepared.dest):
@@ -131,13 +131,15 @@ def _manifest_name(plugin: str) -> str | None:
 def _reuse(request: BuildRequest) -> BuildResult | None:
     """The answer of a rerun whose output and report still hold, or None (then the full step runs)."""
     apply = request.apply
+    if apply.rebase_from:
+        return None  # the plugins are the old ISO's carried tarballs: only the full step reads them
     try:
         if not os.path.isfile(apply.src) or not all(os.path.isfile(path) for path in apply.plugins):
             return None
         names = [_manifest_name(path) for path in apply.plugins]
         if None in names:
             return None
-        dest = output_path(apply.dest, apply.src, [name for name in names if name])
+        dest = output_path(apply.dest, apply.src, [name for name in names if name], apply.remove)
         report = report_path(request, dest)
         if not os.path.isfile(dest) or not os.path.isfile(report) or \
                 (request.sign_key and not os.path.isfile(f"{report}.asc")):

@@ -10,9 +10,17 @@ base ISO given (the reference is then read from it) or without it (from the reco
 A file of the rebuilt tree may differ from the base only where an edit of the build writes by
 design: the boot configs (exactly the base's text with the recorded kernel-argument edits and
 volume label applied, in the tree and inside the EFI images, whose other files stay identical), the
-records of this edit (``isolinux/updateN``, the ``current-manifest`` links, the build record), and
-the files the plugins' ``%post --nochroot``/``%pre`` scripts added to ``$LIVE_ROOT`` (recorded with
-their digests; scripts may never touch the boot chain or the engine's files: apply refuses that).
+records of this edit (``isolinux/updateN``, the ``current-manifest`` links, the build record), the
+plugin tarballs the ISO carries (``/ovirt-plugins``, each with the digest the record names; a departing
+plugin's tarball leaves), the initramfs the engine rebuilt for kmod plugins (only files a boot entry
+loads as its initramfs, with the recorded digest), and the files the plugins' ``%post
+--nochroot``/``%pre`` scripts added to ``$LIVE_ROOT`` (recorded with their digests; scripts may never
+touch the boot chain or the engine's files: apply refuses that).
+
+The base is the ISO the last edit started from, or the origin of the history (the Node release no
+plugin was applied to, whose tree reference the record carries): against the origin, every edit of
+the history is accounted for in order (each one's kernel-argument edits and label, its records, its
+scripts' files).
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ from ._bootcfg import (KernelArgEdits, edit_kernel_args, efiboot_configs, efiboo
                        replace_volume_label)
 from ._iso import IsoReader
 from ._liveos import SQUASHFS_PATH
+from ._nodeiso import iso_path_of
 
 # ISO paths the engine itself writes; scripts must not (and the build record may not list them).
 ENGINE_PATHS = ("/isolinux/ovirt-plugins-build.json", "/isolinux/update", "/isolinux/current-manifest-",
-                "/isolinux/manifest-", "/LiveOS/")
+                "/isolinux/manifest-", "/LiveOS/", f"{records.CARRIED_DIR}/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +124,28 @@ def is_engine_path(path: str) -> bool:
     return path.startswith(ENGINE_PATHS)
 
 
-def _expected_config(text: str, fmt: str, record: records.BuildRecord) -> str:
-    expected = edit_kernel_args(text, fmt, KernelArgEdits.parse(record.kernel_edits)).text
-    new_label = record.options.get("volume_id")
-    if new_label and new_label != record.base_volume_id:
-        expected = replace_volume_label(expected, fmt, record.base_volume_id, new_label).text
-    return expected
+def _expected_config(text: str, fmt: str, steps: list[records.EditStep]) -> str:
+    """The base's config text with each edit's kernel-argument edits and new label applied, in order."""
+    for step in steps:
+        text = edit_kernel_args(text, fmt, KernelArgEdits.parse(step.kernel_edits)).text
+        if step.new_label and step.new_label != step.old_label:
+            text = replace_volume_label(text, fmt, step.old_label, step.new_label).text
+    return text
+
+
+def boot_entry_files(iso: IsoReader) -> tuple[set[str], set[str]]:
+    """ISO paths of the kernels and of the initramfs images that the boot entries of the tree load."""
+    kernels, initrds = set(), set()
+    for config in iso.boot_configs():
+        if config.efiboot:
+            continue
+        for entry in config.entries:
+            if entry.kernel and not entry.kernel.startswith(("(", "$")):
+                kernels.add(iso_path_of(config.path, entry.kernel))
+            for name in (entry.initrd or "").split(","):
+                if name.strip() and not name.startswith(("(", "$")):
+                    initrds.add(iso_path_of(config.path, name.split()[0]))
+    return kernels, initrds
 
 
 @dataclasses.dataclass
@@ -131,41 +156,67 @@ class TreeAccount:
     violations: list[str] = dataclasses.field(default_factory=list)
 
 
-def account(iso: IsoReader, reference: TreeReference, record: records.BuildRecord, boot_files: list[str]) -> TreeAccount:
-    """Compare the rebuilt ISO's tree with the base's reference (see the module docstring)."""
+def account(iso: IsoReader, reference: TreeReference, record: records.BuildRecord, boot_files: list[str], *,
+            from_origin: bool = False) -> TreeAccount:
+    """Compare the rebuilt ISO's tree with the base's reference (see the module docstring); ``from_origin``:
+    the reference is the origin's, and every edit of the history is accounted for."""
     result = TreeAccount()
     current = tree_digests(iso, set(reference.placed_images))
     configs = {config.where: config for config in iso.boot_configs()}
-    update_dir = f"/isolinux/update{record.update}/"
+    steps = record.edit_steps() if from_origin else record.edit_steps()[-1:]
+    update_dirs = tuple(f"/isolinux/update{step.update}/" for step in steps)
+    live_files: dict[str, str] = {}
+    for step in steps:
+        live_files.update(step.live_files)
     links = {f"/isolinux/{link}": f"-> {target}" for link, target in records.current_manifest_links(record.update).items()}
+    carried = {plugin.carried: plugin.sha256 for plugin in record.plugins if plugin.carried}
+    initramfs = record.initramfs if isinstance(record.initramfs.get("sha256"), str) else {}
+    claimed = initramfs.get("files") if isinstance(initramfs.get("files"), list) else []
+    rebuilt = {path for path in claimed if isinstance(path, str)} & boot_entry_files(iso)[1]
     boot = set(boot_files)
-    explained = {"config": 0, "efi": 0, "records": 0, "scripts": 0}
+    explained = {"config": 0, "efi": 0, "records": 0, "scripts": 0, "carried": 0, "initramfs": 0}
     for path in sorted(set(current) | set(reference.files)):
         before, after = reference.files.get(path), current.get(path)
         if before == after:
             continue
         if after is None:
-            result.violations.append(f"{path} of the base ISO is missing")
+            if path.startswith(f"{records.CARRIED_DIR}/") and path not in carried:
+                explained["carried"] += 1  # the tarball of a plugin the edit removed or upgraded
+            else:
+                result.violations.append(f"{path} of the base ISO is missing")
             continue
-        if path == f"/{records.BUILD_RECORD_ISO_PATH}" or path.startswith(update_dir) or links.get(path) == after:
+        if path == f"/{records.BUILD_RECORD_ISO_PATH}" or path.startswith(update_dirs) or links.get(path) == after:
             explained["records"] += 1
             continue
-        if path in record.live_files and path not in boot:
-            if record.live_files[path] == after:
+        if path in carried:
+            if carried[path] == after:
+                explained["carried"] += 1
+            else:
+                result.violations.append(f"the plugin tarball {path} is not the one the build record names")
+            continue
+        if path in rebuilt:
+            if after == initramfs["sha256"]:
+                explained["initramfs"] += 1
+            else:
+                result.violations.append(f"the initramfs {path} is not the one the build rebuilt (the build record "
+                                         f"names sha256 {initramfs['sha256'][:16]}...)")
+            continue
+        if path in live_files and path not in boot:
+            if live_files[path] == after:
                 explained["scripts"] += 1
             else:
                 result.violations.append(f"{path} differs from what the plugins' scripts wrote at build time")
             continue
         if path in reference.configs and path in configs:
             config = configs[path]
-            if config.text == _expected_config(reference.configs[path], config.fmt, record):
+            if config.text == _expected_config(reference.configs[path], config.fmt, steps):
                 explained["config"] += 1
             else:
                 result.violations.append(f"the boot config {path} differs from the base's beyond the recorded "
                                          "kernel-argument and label edits")
             continue
         if path in reference.efi_files and path in {config.efiboot for config in configs.values()}:
-            problems = _account_efi_image(iso, path, reference, record)
+            problems = _account_efi_image(iso, path, reference, steps, initramfs)
             result.violations += problems
             explained["efi"] += 0 if problems else 1
             continue
@@ -176,13 +227,16 @@ def account(iso: IsoReader, reference: TreeReference, record: records.BuildRecor
     result.evidence.append(f"{len(current)} files of the ISO tree accounted for against the base "
                            f"(LiveOS/squashfs.img by the image checks)")
     result.evidence.append(f"boot files identical to the base by sha256: {', '.join(unchanged_boot) or 'none'}")
+    updates = ", ".join(str(step.update) for step in steps)
     result.evidence.append(f"changed by design: {explained['config']} boot configs and {explained['efi']} EFI images "
-                           f"as recorded, {explained['records']} record files of update {record.update}, "
-                           f"{explained['scripts']} files the plugins' scripts added")
+                           f"as recorded, {explained['records']} record files of update {updates}, "
+                           f"{explained['scripts']} files the plugins' scripts added, {explained['carried']} plugin "
+                           f"tarballs carried or taken out, {explained['initramfs']} initramfs files the build rebuilt")
     return result
 
 
-def _account_efi_image(iso: IsoReader, image: str, reference: TreeReference, record: records.BuildRecord) -> list[str]:
+def _account_efi_image(iso: IsoReader, image: str, reference: TreeReference, steps: list[records.EditStep],
+                       initramfs: dict) -> list[str]:
     local = iso.efi_image(image)
     now = efi_image_files(local)
     base = reference.efi_files[image]
@@ -194,11 +248,13 @@ def _account_efi_image(iso: IsoReader, image: str, reference: TreeReference, rec
             text = next((c.text for c in iso.boot_configs() if c.where == where), None)
             fmt = next((c.fmt for c in iso.boot_configs() if c.where == where), None)
             if where not in reference.configs or text is None or fmt is None or \
-                    text != _expected_config(reference.configs[where], fmt, record):
+                    text != _expected_config(reference.configs[where], fmt, steps):
                 problems.append(f"the boot config {inner} inside {image} differs from the base's beyond the recorded "
                                 "edits")
             continue
-        if now.get(inner) != base.get(inner):
+        claimed = initramfs.get("efi_files") if isinstance(initramfs.get("efi_files"), dict) else {}
+        rebuilt = isinstance(claimed.get(image), list) and inner in claimed[image] and inner in base
+        if now.get(inner) != base.get(inner) and not (rebuilt and now.get(inner) == initramfs.get("sha256")):
             problems.append(f"{inner} inside {image} differs from the base's (boot loader file changed)")
     return problems
 

@@ -11,7 +11,8 @@ Formats users expect (edit-node, see docs/field-facts.md):
   The same files go to ``/etc/ovirt-plugins-manifests.d/updateN/`` in the root filesystem.
 - `` (Edited)`` or `` (Edited, Unsigned)`` appended to ``/etc/system-release``.
 Ours on top: ``isolinux/ovirt-plugins-build.json``, the machine-readable build record (inputs'
-digests, plugin manifests, options, tool version) that makes reruns and verification cheap.
+digests, plugin manifests, options, tool version) that makes reruns and verification cheap, and
+``/ovirt-plugins/<name>-<version>.plugin.tar.gz``, the plugins the ISO holds as they were given.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ TOOL_VERSION = "1.0.0-dev0"
 RECORDS_DIR = "/etc/ovirt-plugins.d"
 IMAGE_MANIFESTS_DIR = "/etc/ovirt-plugins-manifests.d"
 BUILD_RECORD_ISO_PATH = "isolinux/ovirt-plugins-build.json"
+# ISO folder of the plugin tarballs an ISO was built with, as given (a rebase applies them again).
+CARRIED_DIR = "/ovirt-plugins"
 BUILD_RECORD_FORMAT = 1
 
 # Manifest kinds in the order a Node ISO lists them; the last four are bzip2 content in a .txt name.
@@ -142,8 +145,9 @@ def next_update_number(existing_names: Iterable[str]) -> int:
 
 
 def update_files(number: int, before: Mapping[str, list[str]], after: Mapping[str, list[str]],
-                 installed_plugins: list[str]) -> dict[str, bytes]:
-    """Files of isolinux/updateN/, by name: manifests, deltas and installed_plugins."""
+                 installed_plugins: list[str], removed_plugins: list[str] = ()) -> dict[str, bytes]:
+    """Files of isolinux/updateN/, by name: manifests, deltas, installed_plugins (and removed_plugins, the
+    'name version' of each plugin the edit removed, when it removed any)."""
     if number < 1:
         raise ValueError("update numbers start at 1")
     files = {}
@@ -152,6 +156,8 @@ def update_files(number: int, before: Mapping[str, list[str]], after: Mapping[st
         files[f"delta-manifest-{kind}.txt"] = encode_manifest(
             kind, delta(list(before.get(kind, [])), list(after.get(kind, []))))
     files["installed_plugins"] = "".join(line + "\n" for line in installed_plugins).encode("utf-8")
+    if removed_plugins:
+        files["removed_plugins"] = "".join(line + "\n" for line in removed_plugins).encode("utf-8")
     return files
 
 
@@ -173,17 +179,73 @@ def edited_system_release(text: str, *, unsigned: bool) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RecordedPlugin:
-    """One plugin as the build record names it: digest, full manifest, and who signed it."""
+    """One plugin an ISO holds, as its build record names it: digest, full manifest, who signed it, and
+    what an upgrade, a removal or a rebase needs to know later."""
 
     name: str
     version: str
     sha256: str
     manifest: PluginManifest
     signer: str | None = None
+    # The recipe's kernel-argument words (edit-livecd notation, !x removes): taken back when the plugin goes.
+    kernel_args: tuple[str, ...] = ()
+    # Names of the packages the plugin brought into the image (its install set, the origin's packages aside);
+    # None in records of builds that did not say (then the manifest's packages stand in).
+    brought: tuple[str, ...] | None = None
+    # ISO path of the plugin's tarball as it was given (its signature inside), carried for a rebase.
+    carried: str | None = None
+
+    def brought_names(self) -> list[str]:
+        """The packages this plugin brought (what removing it erases, unless another plugin needs them)."""
+        if self.brought is not None:
+            return sorted(self.brought)
+        return sorted(package.name for package in self.manifest.packages)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "sha256": self.sha256,
-                "manifest": self.manifest.to_dict(), "signer": self.signer}
+                "manifest": self.manifest.to_dict(), "signer": self.signer, "kernel_args": list(self.kernel_args),
+                "brought": None if self.brought is None else list(self.brought), "carried": self.carried}
+
+    @classmethod
+    def from_dict(cls, item: object, source: str) -> RecordedPlugin:
+        """One plugin entry of a record (hostile input: every field checked)."""
+        from ._plugin import validate_manifest  # pylint: disable=import-outside-toplevel
+        if not isinstance(item, dict):
+            raise TypeError("a plugin entry is not an object")
+        kernel_args, brought, carried = item.get("kernel_args", []), item.get("brought"), item.get("carried")
+        if not _strings(kernel_args) or (brought is not None and not _strings(brought)) or \
+                (carried is not None and not isinstance(carried, str)) or \
+                not all(isinstance(item.get(key), str) for key in ("name", "version", "sha256")):
+            raise TypeError(f"plugin entry {str(item.get('name'))[:60]!r} has fields of the wrong type")
+        return cls(name=item["name"], version=item["version"], sha256=item["sha256"],
+                   manifest=validate_manifest(item["manifest"], where=f"{source}: plugins"), signer=item.get("signer"),
+                   kernel_args=tuple(kernel_args), brought=None if brought is None else tuple(brought), carried=carried)
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class EditStep:
+    """One edit of an ISO's history, as far as its tree is concerned (see BuildRecord.edit_steps)."""
+
+    update: int
+    kernel_edits: tuple[str, ...]
+    old_label: str
+    new_label: str | None
+    live_files: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """The Node release an ISO's history starts from: the ISO no plugin was applied to."""
+
+    sha256: str
+    volume_id: str
+    tree: dict
+    # Its packages (NEVRAs); None when the records do not say (builds of older versions).
+    packages: list[str] | None
 
 
 @dataclasses.dataclass
@@ -208,6 +270,18 @@ class BuildRecord:
     base_tree: dict = dataclasses.field(default_factory=dict)
     # ISO path -> sha256 of the files the plugins' %pre/%post --nochroot scripts added or changed.
     live_files: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The Node release the history starts from: sha256, volume_id, packages (NEVRAs), tree (TreeReference),
+    # product, version, release. Carried from edit to edit; a rebase starts a new history.
+    origin: dict = dataclasses.field(default_factory=dict)
+    # The plugins this edit removed: name, version, sha256, and the packages it erased.
+    removed: list[dict] = dataclasses.field(default_factory=list)
+    # Packages this edit erased (what departing plugins brought that nothing needs any more).
+    erased: list[str] = dataclasses.field(default_factory=list)
+    # The initramfs the engine last rebuilt inside the image (kernel_version, sha256, files, efi_files,
+    # drivers, update); carried from edit to edit; empty while the ISO has its base's initramfs.
+    initramfs: dict = dataclasses.field(default_factory=dict)
+    # The customized ISO a rebase took its plugins from: sha256, volume_id, version, release.
+    rebased_from: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -220,7 +294,6 @@ class BuildRecord:
     @classmethod
     def from_json(cls, content: bytes, source: str = BUILD_RECORD_ISO_PATH) -> BuildRecord:
         """Parse and check a build record; it comes from an ISO, so it is checked like any input."""
-        from ._plugin import validate_manifest  # pylint: disable=import-outside-toplevel
         try:
             data = json.loads(content)
         except (ValueError, RecursionError) as exc:
@@ -230,10 +303,7 @@ class BuildRecord:
             raise NodePluginError(f"unsupported build record format {str(found)[:40]!r}",
                                   path=source, hint="it was written by another version of ovirt.node_plugins")
         try:
-            plugins = [RecordedPlugin(name=str(item["name"]), version=str(item["version"]), sha256=str(item["sha256"]),
-                                      manifest=validate_manifest(item["manifest"], where=f"{source}: plugins"),
-                                      signer=item.get("signer"))
-                       for item in data.get("plugins", [])]
+            plugins = [RecordedPlugin.from_dict(item, source) for item in data.get("plugins", [])]
             known = {field.name for field in dataclasses.fields(cls)}
             fields = {key: value for key, value in data.items() if key in known}
             fields["plugins"] = plugins
@@ -244,14 +314,67 @@ class BuildRecord:
         if not isinstance(record.update, int) or not isinstance(record.packages, dict) or \
                 not isinstance(record.kernel_args, dict) or not isinstance(record.history, list) or \
                 not isinstance(record.kernel_edits, list) or not isinstance(record.base_tree, dict) or \
-                not isinstance(record.live_files, dict) or not isinstance(record.options, dict):
+                not isinstance(record.live_files, dict) or not isinstance(record.options, dict) or \
+                not isinstance(record.origin, dict) or not isinstance(record.removed, list) or \
+                not _strings(record.erased) or not isinstance(record.initramfs, dict) or \
+                not isinstance(record.rebased_from, dict):
             raise NodePluginError("the build record has fields of the wrong type", path=source,
                                   hint="the ISO's build record is damaged; rebuild the ISO")
         return record
 
     def package_names(self) -> list[str]:
-        """Names of the packages this build installed for its plugins."""
+        """Names of the plugin packages of the plugins the ISO holds (those with an /etc/ovirt-plugins.d record)."""
         return sorted({nevra.rsplit("-", 2)[0] for nevras in self.packages.values() for nevra in nevras})
+
+    def origin_info(self) -> Origin:
+        """The Node release this ISO's history starts from (see Origin)."""
+        if self.origin:
+            packages = self.origin.get("packages")
+            return Origin(sha256=str(self.origin.get("sha256", "")), volume_id=str(self.origin.get("volume_id", "")),
+                          tree=self.origin.get("tree") if isinstance(self.origin.get("tree"), dict) else {},
+                          packages=packages if _strings(packages) else None)
+        first = self.history[0] if self.history and isinstance(self.history[0], dict) else \
+            {"base_sha256": self.base_sha256, "base_volume_id": self.base_volume_id, "base_tree": self.base_tree}
+        tree = first.get("base_tree")
+        return Origin(sha256=str(first.get("base_sha256", "")), volume_id=str(first.get("base_volume_id", "")),
+                      tree=tree if isinstance(tree, dict) else {}, packages=None)
+
+    def edit_steps(self) -> list[EditStep]:
+        """Every edit from the origin to this ISO, in order (the history's, then this one).
+
+        Raises NodePluginError when the history is not what records hold (it comes from an ISO).
+        """
+        steps = []
+        for entry in [*self.history, self.to_dict()]:
+            entry = entry if isinstance(entry, dict) else {}
+            options, edits, live = entry.get("options"), entry.get("kernel_edits", []), entry.get("live_files", {})
+            label = options.get("volume_id") if isinstance(options, dict) else None
+            if not isinstance(options, dict) or not isinstance(entry.get("update"), int) or not _strings(edits) or \
+                    not isinstance(live, dict) or not all(isinstance(value, str) for value in live.values()) or \
+                    not isinstance(entry.get("base_volume_id"), str) or not isinstance(label, (str, type(None))):
+                raise NodePluginError("the build record's history has entries of the wrong form",
+                                      hint="the ISO's build record is damaged; rebuild the ISO")
+            steps.append(EditStep(update=entry["update"], kernel_edits=tuple(edits), old_label=entry["base_volume_id"],
+                                  new_label=label, live_files=dict(live)))
+        return steps
+
+    def plugin_packages_ever(self) -> set[str]:
+        """Names of every package a plugin of this ISO's history brought: the ones held now, the upgraded and
+        the removed ones (certification does not count them as the base's, whichever ISO is the base)."""
+        names = {name for plugin in self.plugins for name in plugin.brought_names()}
+        for entry in [*self.history, {"removed": self.removed, "erased": self.erased}]:
+            if not isinstance(entry, dict):
+                continue
+            names.update(name for name in entry.get("erased", []) if isinstance(name, str))
+            for item in [*entry.get("plugins", []), *entry.get("removed", [])]:
+                if not isinstance(item, dict):
+                    continue
+                brought = item.get("brought")
+                manifest = item.get("manifest") if isinstance(item.get("manifest"), dict) else {}
+                listed = brought if _strings(brought) else [package.get("name") for package in
+                                                            manifest.get("packages", []) if isinstance(package, dict)]
+                names.update(name for name in listed if isinstance(name, str))
+        return names
 
 
 def recorded_inputs_digest(content: bytes) -> str | None:

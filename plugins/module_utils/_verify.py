@@ -45,7 +45,7 @@ from ._isomd5 import check as check_md5
 from ._isotree import TreeReference, account, tree_reference
 from ._liveos import SQUASHFS_PATH, find_root_image_path
 from ._nodeiso import NodeIso
-from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale, clean_stale_runs
+from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale, clean_stale_runs, run_dir
 from ._persist import BOOT_HOOK, PERSIST_LISTS_DIR
 from ._report import Check, VerifyResult, asked, atomic_write, read_report, report_document
 from ._rootfs import RootImageSession
@@ -145,7 +145,7 @@ def verify_iso(request: VerifyRequest, *, progress: ProgressCallback | None = No
         say("iso tree")
         with timer.stage("iso tree"):
             checks.append(_check_iso_tree(iso, base, build))
-        workdir = tempfile.mkdtemp(prefix="ovirt-node-verify-")
+        workdir = tempfile.mkdtemp(prefix="ovirt-node-verify-", dir=run_dir())
         try:
             say("image")
             with timer.stage("image"):
@@ -259,13 +259,17 @@ def _check_iso_tree(iso: NodeIso, base: NodeIso | None, build: records.BuildReco
             check.violations.append("the ISO has no build record, so its differences from the base cannot be "
                                     "accounted for")
         return check
+    from_origin = False
     if base is not None:
-        if base.sha256 != build.base_sha256:
+        # The base is the ISO the last edit started from, or the origin of the history (the Node release).
+        from_origin = base.sha256 != build.base_sha256 and base.sha256 == build.origin_info().sha256
+        if base.sha256 != build.base_sha256 and not from_origin:
             check.violations.append(f"the given base ISO (sha256 {base.sha256[:16]}...) is not the one this ISO was "
-                                    f"built from (the build record names sha256 {build.base_sha256[:16]}...)")
+                                    f"built from (the build record names sha256 {build.base_sha256[:16]}..., and "
+                                    f"its history starts from {build.origin_info().sha256[:16]}...)")
             return check
         reference = tree_reference(base)
-        source = "the base ISO"
+        source = "the base ISO, the origin of the ISO's history" if from_origin else "the base ISO"
     elif build.base_tree:
         reference = TreeReference.from_dict(build.base_tree)
         source = "the build record's copy of the base tree (give the base ISO to compare with it directly)"
@@ -273,7 +277,11 @@ def _check_iso_tree(iso: NodeIso, base: NodeIso | None, build: records.BuildReco
         check.violations.append("the build record holds no reference of the base's tree; give the base ISO")
         return check
     boot_files = base.boot_files() if base is not None else sorted(set(iso.boot_files()) & set(reference.files))
-    outcome = account(iso, reference, build, boot_files)
+    try:
+        outcome = account(iso, reference, build, boot_files, from_origin=from_origin)
+    except NodePluginError as exc:
+        check.violations.append(exc.message)
+        return check
     check.evidence.append(f"compared with {source}")
     check.evidence += outcome.evidence
     check.violations += outcome.violations
@@ -483,6 +491,11 @@ def _check_plugins(request: VerifyRequest, iso: NodeIso, build: records.BuildRec
                 check.violations.append(f"{plugin.name}: the record of {package.name} says version "
                                         f"{record.get('Version')}, but {installed[package.name]} is installed")
     _check_update_manifests(iso, build, facts, check)
+    for name in build.erased:
+        if name in installed:
+            check.violations.append(f"{name} is still installed, but the build record says this edit erased it")
+    for entry in build.removed:
+        check.evidence.append(f"removed by this edit: {entry.get('name')} {entry.get('version')}")
     if check.passed:
         check.evidence.append(f"{sum(len(p.manifest.packages) for p in build.plugins)} plugin packages "
                               "installed with their NEVRA, verified with rpm -V, recorded")
@@ -509,6 +522,8 @@ def _check_update_manifests(reader: IsoReader, build: records.BuildRecord, facts
 def _check_core(iso: NodeIso, build: records.BuildRecord | None, facts: _ImageFacts) -> Check:
     check = Check("core")
     plugin_names = _plugin_package_names(build) if build else {}
+    # What plugins of the history brought is theirs, not the core's (a customized base holds such packages).
+    brought = build.plugin_packages_ever() if build else set()
     installed = _installed(facts)
     if facts.base_nevras is not None:
         base = facts.base_nevras
@@ -523,7 +538,7 @@ def _check_core(iso: NodeIso, build: records.BuildRecord | None, facts: _ImageFa
                               "give the base ISO to also compare files outside packages")
     for nevra in base:
         name = nevra.rsplit("-", 2)[0]
-        if nevra.startswith("gpg-pubkey-"):
+        if nevra.startswith("gpg-pubkey-") or name in brought:
             continue
         if name in plugin_names:
             check.violations.append(f"{nevra} of the base image was replaced by plugin {plugin_names[name]}")
