@@ -1,7 +1,8 @@
 # Copyright: contributors to ovirt.node_plugins
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A build on a second host: site.yml builds and certifies on the 'builders' host, publishes by URL, and the PXE
-servers' deploy takes the ISO from there.
+servers' deploy takes the ISO from there. Then the AWX workflow's way: build.yml, verify.yml and deploy.yml as
+separate jobs, each taking what the one before published with set_stats (shown as custom stats).
 
 The build host is a network namespace running sshd and a web server (as extensions/molecule/pxe_deploy makes its
 PXE servers): Ansible reaches it over SSH only, and the controller fetches what it published over HTTP only. The
@@ -12,7 +13,9 @@ switched. Needs root (ip netns), sshd and the sftp server (bindep.txt, test prof
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -191,3 +194,47 @@ def test_a_url_with_a_wrong_checksum_is_refused_before_anything_switches(release
     assert {host: os.readlink(os.path.join(lab["root"], host, "tftp", "ovirt-node", "current"))
             for host in SERVERS} == before
     assert os.listdir(os.path.join(lab["root"], "stage-wrong", "iso")) == []
+
+
+def _custom_stats(output: str) -> dict:
+    """What set_stats published, as ansible-playbook prints it with ANSIBLE_SHOW_CUSTOM_STATS (AWX hands it on)."""
+    found = re.search(r"CUSTOM STATS: \*+\n\s*RUN: (\{.*?\})\s*$", output, re.S | re.M)
+    assert found, output[-3000:]
+    return json.loads(found.group(1))
+
+
+def test_build_verify_and_deploy_as_separate_jobs_chained_by_url(released, lab, builder, monkeypatch):
+    monkeypatch.setenv("ANSIBLE_SHOW_CUSTOM_STATS", "1")
+    monkeypatch.setenv("ANSIBLE_CALLBACK_RESULT_FORMAT", "json")
+    build = play(lab["root"], lab["inventory"], "build.yml", {
+        "node_iso_build_base_iso": lab["base"],
+        "node_iso_build_plugins": [{"src": lab["plugin"], "checksum": f"sha256:{_sha256(lab['plugin'])}"}],
+        "node_iso_build_output_dir": os.path.join(builder["root"], "workflow"),
+        "node_iso_build_output_name": "node-workflow.iso"})
+    assert build.rc == 0, build.output[-6000:]
+    stats = _custom_stats(build.output)
+    url, checksum = stats["node_pxe_deploy_iso"], stats["node_pxe_deploy_iso_checksum"]
+    assert stats["node_iso_build_result"]["url"] == url and url.startswith(builder["url"] + "/")
+    assert stats["node_iso_verify_iso"] == url and stats["node_iso_verify_iso_checksum"] == checksum
+    sha = checksum.split(":", 1)[1]
+    assert _sha256(os.path.join(builder["www"], sha, "node-workflow.iso")) == sha
+    assert os.path.isfile(os.path.join(builder["www"], sha, "node-workflow.iso.report.json"))
+
+    verify = play(lab["root"], lab["inventory"], "verify.yml", {
+        "node_iso_verify_iso": stats["node_iso_verify_iso"], "node_iso_verify_iso_checksum": checksum,
+        "node_iso_verify_inputs_dir": os.path.join(builder["root"], "verify-inputs"),
+        "node_iso_verify_publish_dir": builder["www"], "node_iso_verify_publish_url": builder["url"]})
+    assert verify.rc == 0, verify.output[-6000:]
+    verified = _custom_stats(verify.output)
+    assert verified["node_iso_verify_result"]["certified"] is True
+    assert (verified["node_pxe_deploy_iso"], verified["node_pxe_deploy_iso_checksum"]) == (url, checksum)
+    # The verify job fetched the ISO by URL on the builder, checked it, and published its own report.
+    assert _sha256(os.path.join(builder["root"], "verify-inputs", "node-workflow.iso")) == sha
+
+    deploy = play(lab["root"], lab["inventory"], "deploy.yml", {
+        "node_pxe_deploy_iso": verified["node_pxe_deploy_iso"],
+        "node_pxe_deploy_iso_checksum": verified["node_pxe_deploy_iso_checksum"]})
+    assert deploy.rc == 0, deploy.output[-6000:]
+    for host in SERVERS:
+        current = os.readlink(os.path.join(lab["root"], host, "tftp", "ovirt-node", "current"))
+        assert current == f"releases/2.5.0-1.0.fc17-{sha[:12]}"
