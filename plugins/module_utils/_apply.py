@@ -537,7 +537,7 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
             packages[name] = _write_plugin_records(session, archive)
         brought, erased = _take_back(session, prepared, extracted, records.nevras_of(before["rpm"]), logs)
         initramfs = None
-        if prepared.initramfs is not None:
+        if prepared.initramfs is not None and prepared.initramfs.kernel_version:
             initramfs = lifecycle.rebuild_initramfs(session, prepared.initramfs, workdir)
             kmod = sorted({*prepared.change.applied, *(plugin.name for plugin in prepared.change.departing)})
             _vendor_step(logs, ", ".join(kmod), "depmod and initramfs (the image's dracut)"

@@ -319,9 +319,16 @@ def plan_initramfs(base: NodeIso, tree: dict, archives: Sequence[PluginArchive],
             declared[plugin.name] = early_boot_modules(plugin.kernel_args, base.path)
     drivers = tuple(dict.fromkeys(module for modules in declared.values() for module in modules))
     declaring = sorted(name for name, modules in declared.items() if modules)
+    root = base.root_filesystem()
+    has_dracut = any(root.exists(path) for path in DRACUT_PATHS)
+    if declaring and not has_dracut:
+        raise NodePluginError(f"the kmod plugin {', '.join(declaring)} declares early-boot modules "
+                              f"({EARLY_BOOT_ARG}={','.join(drivers)}), but the image has no dracut to rebuild "
+                              "its initramfs with", path=base.path,
+                              hint="use a Node image that carries dracut, or a plugin whose modules are loaded "
+                                   "after boot (without rd.driver.pre)")
     kernels, initrds = (sorted(path for path in paths if base.exists(path)) for paths in boot_entry_files(base))
     releases = sorted({release for path in kernels if (release := kernel_release(base, path))})
-    root = base.root_filesystem()
     problem = None
     if len(releases) != 1:
         problem = (f"the ISO's boot entries load {len(releases)} kernels the build can name "
@@ -335,13 +342,7 @@ def plan_initramfs(base: NodeIso, tree: dict, archives: Sequence[PluginArchive],
         return InitramfsPlan(kernel_version=None, drivers=drivers, rebuild=False,
                              reason=f"{problem}: the modules go into the root image only")
     release = releases[0]
-    if not any(root.exists(path) for path in DRACUT_PATHS):
-        if declaring:
-            raise NodePluginError(f"the kmod plugin {', '.join(declaring)} declares early-boot modules "
-                                  f"({EARLY_BOOT_ARG}={','.join(drivers)}), but the image has no dracut to rebuild "
-                                  "its initramfs with", path=base.path,
-                                  hint="use a Node image that carries dracut, or a plugin whose modules are loaded "
-                                       "after boot (without rd.driver.pre)")
+    if not has_dracut:
         return InitramfsPlan(kernel_version=release, drivers=drivers, rebuild=False,
                              reason="the image has no dracut: the modules go into the root image (depmod), the "
                                     "initramfs stays the base's")
