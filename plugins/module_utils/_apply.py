@@ -251,7 +251,7 @@ def _result(request: ApplyRequest, prepared: Prepared, planned: Plan) -> ApplyRe
                        kernel_args_before=planned.kernel_args_before, kernel_args=planned.kernel_args_after,
                        removed=[{"name": plugin.name, "version": plugin.version, "brought": plugin.brought_names()}
                                 for plugin in change.removed],
-                       upgraded=change.upgrades(prepared.archives), skipped=list(prepared.skipped),
+                       upgraded=change.upgrades(prepared.archives), skipped_plugins=list(prepared.skipped),
                        initramfs=prepared.initramfs.to_dict() if prepared.initramfs else {},
                        notes=list(prepared.notes), erased=_expected_erase(prepared) if request.check_mode else [])
 

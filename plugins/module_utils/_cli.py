@@ -174,15 +174,37 @@ examples:
   ovirt-plugin-build build --iso base.iso --plugin vendor-agent-1.0.plugin.tar.gz -o out/custom.iso \\
       --kernel-arg vendor.debug=1 --boot-test uefi --sign-key release@example.com
 
+  # remove a plugin from a customized ISO (its packages, records and kernel arguments go), and certify:
+  ovirt-plugin-build build --iso out/custom.iso --remove vendor-agent -o out/without-agent.iso
+
 The output keeps every boot path of the base ISO (BIOS, UEFI, hybrid disk). The report is written
-next to the ISO as <iso>.certification.json. Vendor scripts run inside a libguestfs appliance.
+next to the ISO as <iso>.certification.json. Vendor scripts run inside a libguestfs appliance. A
+plugin the ISO holds is upgraded cleanly: what its older version brought and nothing needs goes.
+"""
+
+REBASE_EPILOG = """\
+examples:
+  # the plugins of a customized 2.5.0 ISO on the 2.6.0 release, certified with a BIOS boot:
+  ovirt-plugin-build rebase --iso ovirt-node-iso-2.6.0-1.0.fc17.iso --from out/custom-2.5.0.iso \\
+      -o out/custom-2.6.0.iso --boot-test bios
+
+  # leave out the plugins made for older Nodes only (they are reported), and upgrade one on the way:
+  ovirt-plugin-build rebase --iso ovirt-node-iso-2.6.0-1.0.fc17.iso --from out/custom-2.5.0.iso \\
+      --skip-incompatible --plugin vendor-agent-2.0.plugin.tar.gz -o out/
+
+A customized ISO carries the plugin tarballs it was built with in /ovirt-plugins/ (listed with their
+digests in isolinux/ovirt-plugins-build.json); they are read again like any plugin. A plugin whose
+Node range excludes the new release is refused before any work unless --skip-incompatible.
 """
 
 
 def _add_apply_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iso", required=True, metavar="BASE", help="the base Node ISO")
-    parser.add_argument("--plugin", action="append", required=True, metavar="PLUGIN", dest="plugins",
-                        help="a plugin tarball; repeat for several (applied in order)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="PLUGIN", dest="plugins",
+                        help="a plugin tarball; repeat for several (applied in order; one the ISO holds is upgraded)")
+    parser.add_argument("--remove", action="append", default=[], metavar="NAME", dest="remove",
+                        help="remove the plugin NAME that the ISO holds (its packages, records and kernel "
+                             "arguments go); repeatable")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="the new ISO, or a folder for <base>-<plugin1>_<plugin2>.iso")
     parser.add_argument("--volume-id", help="rename the volume (at most 32 characters)")
@@ -237,7 +259,9 @@ def _run_build(args: argparse.Namespace) -> dict:
                            extra_kernel_args=[arg for arg in args.kernel_args if arg not in removals],
                            remove_kernel_args=[arg[1:] for arg in removals], require_signed=args.require_signed,
                            keyring=args.keyring, allow_unlisted_paths=args.allow_unlisted_paths,
-                           compression=args.compression, keep_workdir=args.keep_workdir, force=args.force)
+                           compression=args.compression, keep_workdir=args.keep_workdir, force=args.force,
+                           remove=args.remove, rebase_from=getattr(args, "rebase_from", None),
+                           skip_incompatible=getattr(args, "skip_incompatible", False))
     build = BuildRequest(apply=request, boot_test=args.boot_test, marker_regex=args.marker_regex,
                          report=args.report, sign_key=args.sign_key, gnupg_home=args.gnupg_home,
                          boot_timeout=args.boot_timeout, deep=args.deep)
@@ -267,6 +291,16 @@ def _describe_build(result: dict) -> str:
              f"sha256: {applied['sha256']}  size: {applied['size']} bytes"]
     for plugin, nevras in applied["packages"].items():
         lines.append(f"  {plugin}: {', '.join(nevras)}")
+    lines += [f"  upgraded {item['name']}: {item['from']} -> {item['to']}" for item in applied.get("upgraded", [])]
+    lines += [f"  removed {item['name']} {item['version']}" for item in applied.get("removed", [])]
+    if applied.get("erased"):
+        lines.append(f"  erased: {', '.join(applied['erased'])}")
+    lines += [f"  kept {name}: {why}" for name, why in applied.get("kept", {}).items()]
+    lines += [f"  left out {item['name']} {item['version']}: {item['reason']}"
+              for item in applied.get("skipped_plugins", [])]
+    if applied.get("initramfs"):
+        lines.append(f"  initramfs: {applied['initramfs']['reason']}")
+    lines += [f"  note: {note}" for note in applied.get("notes", [])]
     if applied["durations"]:
         lines.append("stages: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in applied["durations"].items()))
     if result.get("reused"):
@@ -275,6 +309,23 @@ def _describe_build(result: dict) -> str:
         lines.append(f"the new ISO is not certified: it was kept as {result['rejected']} with its report beside "
                      "it, and the previous output (if any) is unchanged")
     return "\n".join(lines + _describe_checks(result["verify"]))
+
+
+def _add_rebase(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "rebase", help="apply the plugins a customized ISO carries to a newer Node release, and certify",
+        description="Take the plugin tarballs that a customized ISO carries (--from), apply them to a new base "
+                    "Node ISO (--iso), then verify the result (exit 0 only when certified).",
+        epilog=REBASE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_apply_options(parser)
+    parser.add_argument("--from", required=True, metavar="OLD_ISO", dest="rebase_from",
+                        help="the customized ISO whose plugins to take")
+    parser.add_argument("--skip-incompatible", action="store_true",
+                        help="leave out (and report) carried plugins whose Node range excludes the new base")
+    _add_verify_options(parser)
+    parser.add_argument("--report", metavar="FILE", help="certification report (default: <iso>.certification.json)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run_build, describe=_describe_build)
 
 
 def _add_verify(subparsers) -> None:
@@ -411,7 +462,7 @@ def _describe_hotadd(result: dict) -> str:
 
 
 # Each subcommand: an adder that declares its flags and sets handler/describe.
-SUBCOMMANDS: list[Callable] = [_add_build, _add_verify, _add_inspect, _add_pack, _add_hotadd]
+SUBCOMMANDS: list[Callable] = [_add_build, _add_rebase, _add_verify, _add_inspect, _add_pack, _add_hotadd]
 
 
 def version_text() -> str:

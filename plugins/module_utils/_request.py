@@ -96,7 +96,7 @@ class ApplyResult:
     erased: list[str] = dataclasses.field(default_factory=list)
     kept: dict[str, str] = dataclasses.field(default_factory=dict)
     # A rebase's carried plugins left out (skip_incompatible), with the reason.
-    skipped: list[dict] = dataclasses.field(default_factory=list)
+    skipped_plugins: list[dict] = dataclasses.field(default_factory=list)
     # What the edit did about the initramfs (kmod plugins); empty when nothing.
     initramfs: dict = dataclasses.field(default_factory=dict)
     # What the edit could not do as asked, said once for the person reading the result.

@@ -23,13 +23,24 @@ description:
     inside C(isolinux/efiboot.img) that UEFI firmware reads when booting from a USB stick.
   - The output is written next to O(dest) and moved into place only when complete; the work
     directory is removed on success and on failure.
+  - The lifecycle of plugins on an ISO. A plugin that O(src) already holds is upgraded cleanly; the packages its
+    older version brought that neither the new version nor anything installed needs are erased with the image's
+    own C(rpm), records of packages no longer shipped are removed, its kernel arguments are taken back.
+    O(state=absent) removes named plugins the same way. The output carries the plugin tarballs it was built
+    with in C(/ovirt-plugins/); O(rebase_from) applies those of another customized ISO to O(src), a newer Node
+    release.
+  - A plugin of kind C(kmod) gets C(depmod) run for the ISO's kernel and, when the image has dracut, the
+    initramfs rebuilt inside the image with the image's own dracut, the modules its recipe declares with
+    C(bootloader --append "rd.driver.pre=<module>") included, and placed wherever the base had its initramfs.
 extends_documentation_fragment:
   - ovirt.node_plugins._attributes
   - ovirt.node_plugins._attributes.PLATFORM
 attributes:
   check_mode:
     support: full
-    details: Opens and checks the base ISO and every plugin, and reports the output path and the kernel arguments it would write.
+    details: Opens and checks the base ISO and every plugin (for a rebase, the tarballs the other ISO carries), and
+      reports the output path, the kernel arguments it would write, the plugins it would remove or upgrade and the
+      packages that would go with them (the build keeps those that installed packages still need).
   diff_mode:
     support: full
     details: Shows the kernel arguments of every boot entry and the plugin packages before and after.
@@ -44,11 +55,35 @@ options:
     required: true
   plugins:
     description:
-      - Plugin tarballs (C(<name>-<version>.plugin.tar.gz)), applied in this order.
-      - A plugin that an earlier edit installed is upgraded (or reinstalled at the same version).
+      - With O(state=present), plugin tarballs (C(<name>-<version>.plugin.tar.gz)), applied in this order.
+        A plugin that O(src) holds is upgraded (or reinstalled at the same version).
+      - With O(state=absent), the names of plugins that O(src) holds, to remove.
+      - May be empty with O(rebase_from) (the carried plugins are applied).
     type: list
     elements: path
-    required: true
+    default: []
+  state:
+    description:
+      - V(present) applies O(plugins); V(absent) removes the plugins O(plugins) names from O(src), erases the
+        packages they brought (unless installed packages need them), deletes their records and persist lists,
+        takes back their kernel arguments (an argument a plugin removed comes back where the original Node had
+        it in every boot entry) and records the removal in a new C(isolinux/updateN).
+    type: str
+    choices: [present, absent]
+    default: present
+  rebase_from:
+    description:
+      - A customized ISO built by this collection. The plugin tarballs it carries are applied to O(src), typically
+        a newer Node release, in the order they were applied; O(plugins) are applied after them (a given plugin
+        replaces a carried one of the same name). Each carried tarball must have the digest its build record names
+        and is checked like any plugin.
+      - A carried plugin whose Node range excludes O(src) is refused before any work, unless O(skip_incompatible).
+    type: path
+  skip_incompatible:
+    description: With O(rebase_from), leave out (and report in RV(skipped_plugins)) the carried plugins whose Node
+      range excludes O(src), instead of refusing.
+    type: bool
+    default: false
   dest:
     description:
       - The output ISO, or an existing directory where edit-node's name
@@ -138,6 +173,20 @@ EXAMPLES = r"""
     extra_kernel_args:
       - vendor.debug=1
   register: rebuilt
+
+- name: Remove the vendor agent from a customized ISO (its packages, records and kernel arguments go)
+  ovirt.node_plugins.node_plugin_apply:
+    src: /srv/iso/out/ovirt-node-iso-2.5.0-1.0.fc17-vendor-agent.iso
+    plugins: [vendor-agent]
+    state: absent
+    dest: /srv/iso/out/node-without-agent.iso
+
+- name: The same plugins on the next Node release
+  ovirt.node_plugins.node_plugin_apply:
+    src: /srv/iso/ovirt-node-iso-2.6.0-1.0.fc17.iso
+    rebase_from: /srv/iso/out/ovirt-node-iso-2.5.0-1.0.fc17-vendor-agent.iso
+    skip_incompatible: true
+    dest: /srv/iso/out/node-2.6.0-custom.iso
 
 - name: Two plugins, a new volume label, and no 'quiet'
   ovirt.node_plugins.node_plugin_apply:
@@ -238,6 +287,67 @@ squashfs:
     blocks_compressed:
       description: Blocks compressed anew (incremental path).
       type: int
+removed:
+  description: The plugins this edit removes (name, version, and brought, the packages each brought).
+  returned: always
+  type: list
+  elements: dict
+upgraded:
+  description: Held plugins that a given one upgrades or reinstalls (name, from, to).
+  returned: always
+  type: list
+  elements: dict
+erased:
+  description:
+    - Packages erased because the plugins that brought them went (removed, or upgraded to a version without them).
+    - In check mode, the packages that would go unless installed packages still need them.
+  returned: always
+  type: list
+  elements: str
+kept:
+  description: Packages a departing plugin brought that stay because installed packages need them, with the reason.
+  returned: always
+  type: dict
+skipped_plugins:
+  description: With O(rebase_from) and O(skip_incompatible), the carried plugins left out (name, version, reason).
+  returned: always
+  type: list
+  elements: dict
+initramfs:
+  description:
+    - What the edit did about the initramfs when it installed, upgraded or removed a C(kmod) plugin; empty otherwise.
+  returned: always
+  type: dict
+  contains:
+    kernel_version:
+      description: The ISO's kernel release (C(depmod) ran for it); null when it could not be told.
+      type: str
+    rebuild:
+      description: Whether the image's dracut rebuilt the initramfs.
+      type: bool
+    drivers:
+      description: Early-boot modules the kmod plugins declare (C(rd.driver.pre=)), added to the initramfs.
+      type: list
+      elements: str
+    files:
+      description: ISO paths the rebuilt initramfs replaced.
+      type: list
+      elements: str
+    efi_files:
+      description: Paths inside EFI boot images the rebuilt initramfs replaced, by image.
+      type: dict
+    reason:
+      description: Why it was or was not rebuilt.
+      type: str
+    sha256:
+      description: sha256 of the rebuilt initramfs (when built).
+      type: str
+notes:
+  description: What the edit could not do as asked (an argument a removed plugin had removed that the Node had in
+    some boot entries only stays removed).
+  returned: always
+  type: list
+  elements: str
 durations:
   description: Seconds per stage (prepare, plan, extract, image, squashfs, iso).
   returned: always
@@ -258,7 +368,10 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils._module import 
 
 ARGUMENT_SPEC = {
     "src": {"type": "path", "required": True},
-    "plugins": {"type": "list", "elements": "path", "required": True},
+    "plugins": {"type": "list", "elements": "path", "default": []},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "rebase_from": {"type": "path"},
+    "skip_incompatible": {"type": "bool", "default": False},
     "dest": {"type": "path", "required": True},
     "volume_id": {"type": "str"},
     "extra_kernel_args": {"type": "list", "elements": "str", "default": []},
@@ -273,14 +386,16 @@ ARGUMENT_SPEC = {
     "force": {"type": "bool", "default": False},
     "accelerator": {"type": "str", "choices": list(ACCELERATORS)},
 }
-# Options that are settings of the run (_boot.apply_vm_settings), not fields of the request.
-_SETTINGS = ("accelerator",)
+# Options that are settings of the run (_boot.apply_vm_settings) or say what plugins are, not fields of the request.
+_SETTINGS = ("accelerator", "state")
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    request = ApplyRequest(check_mode=module.check_mode,
-                           **{name: module.params[name] for name in ARGUMENT_SPEC if name not in _SETTINGS})
+    fields = {name: module.params[name] for name in ARGUMENT_SPEC if name not in _SETTINGS}
+    if module.params["state"] == "absent":  # plugins are then the names of the plugins to remove
+        fields["remove"], fields["plugins"] = fields["plugins"], []
+    request = ApplyRequest(check_mode=module.check_mode, **fields)
     engine = with_vm_settings(apply_plugins, accelerator=module.params["accelerator"])
     result = run_engine(module, engine, request,
                         requires=("pycdlib", "rpm", "guestfs", "jsonschema", "pykickstart"), outputs=("dest",))

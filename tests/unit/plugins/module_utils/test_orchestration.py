@@ -692,7 +692,7 @@ def test_rebase_applies_the_carried_tarballs_to_a_newer_node(tmp_path, chained):
     assert planned.reason == "would build" and [plugin["name"] for plugin in planned.plugins] == ["orch-agent"]
     assert FakeSession.opened == [] and not os.path.exists(tmp_path / "rebased.iso")
     rebased = apply_plugins(rebase, session_factory=FakeSession)
-    assert rebased.changed and rebased.update == 1 and [item["name"] for item in rebased.skipped] == ["orch-old"]
+    assert rebased.changed and rebased.update == 1 and [item["name"] for item in rebased.skipped_plugins] == ["orch-old"]
     record = _record(rebased.path)
     assert [(plugin.name, plugin.sha256) for plugin in record.plugins] == [("orch-agent", _digest(agent))]
     assert record.rebased_from["sha256"] == _digest(custom.path) and record.origin["sha256"] == _digest(newer)
