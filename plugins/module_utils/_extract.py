@@ -25,7 +25,7 @@ from ._isomd5 import read_field
 from ._liveos import extract_root_image, inspect_live_os
 from ._nodeinfo import node_info
 from ._nodeiso import NodeIso
-from ._outputs import read_small_json
+from ._outputs import read_small_json, run_dir
 from ._rpmdb import installed_plugins, rpm_database_of
 from ._run import StageTimer
 
@@ -205,7 +205,7 @@ def _extract(request: ExtractRequest, iso: NodeIso, dest: str | None, rootfs_des
     result: dict = {"dest": dest, "rootfs_dest": rootfs_dest, "root_image_path": None, "packages": None,
                     "plugins": None, "rpmdb": None}
     info = None
-    scratch = tempfile.mkdtemp(prefix="node-iso-extract-")
+    scratch = tempfile.mkdtemp(prefix="node-iso-extract-", dir=run_dir())
     try:
         if rootfs_dest:
             stamp = {"iso_sha256": iso_sha256, "files": {live.root_image_name: live.root_image_size}}

@@ -41,6 +41,7 @@ from typing import Protocol
 from . import _persist as persist
 from ._digests import file_sha256
 from ._errors import NodePluginError
+from ._outputs import run_dir
 from ._module import quote
 from ._nodeinfo import NodeInfo, parse_system_release, parse_version_file
 from ._plugin import PluginArchive, install_set, open_plugin, require_signed_packages
@@ -634,7 +635,7 @@ def hotadd(request: HotaddRequest, connection: NodeConnection) -> HotaddResult:
     """Hot-add request.plugin to the Node behind ``connection``; see the module docstring for the steps."""
     archive = _open(request)
     manifest = archive.manifest
-    with tempfile.TemporaryDirectory(prefix="ovirt-hotadd-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="ovirt-hotadd-", dir=run_dir()) as scratch:
         archive.extract(scratch)
         headers = install_set(archive, scratch, allow_unlisted_paths=request.allow_unlisted_paths)
         names = [header.name for header in headers]

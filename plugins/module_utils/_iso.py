@@ -30,7 +30,7 @@ from ._bootcfg import (GRUB, GRUB_LEGACY, ISOLINUX, BootEntry, ConfigEdit, Kerne
 from ._errors import NodePluginError
 from ._isomd5 import implant as implant_md5
 from ._isomd5 import read_field
-from ._outputs import work_dir
+from ._outputs import run_dir, work_dir
 from ._reproducible import source_date_epoch
 from ._run import run
 
@@ -298,7 +298,7 @@ class IsoReader:
     def scratch_dir(self) -> str:
         """A private folder that lives as long as the reader (for extracted EFI images)."""
         if self._scratch is None:
-            self._scratch = tempfile.mkdtemp(prefix="node-iso-")
+            self._scratch = tempfile.mkdtemp(prefix="node-iso-", dir=run_dir())
         return self._scratch
 
     def efi_image(self, image_path: str) -> str:

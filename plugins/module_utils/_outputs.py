@@ -65,13 +65,18 @@ def check_distinct(outputs: Mapping[str, str | None], inputs: Mapping[str, str |
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process runs with this PID (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def work_dir(dest: str, purpose: str = "work") -> str:

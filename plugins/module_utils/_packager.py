@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ._digests import file_sha256
 from ._errors import NodePluginError
+from ._outputs import run_dir
 from ._persist import check_persist_paths
 from ._plugin import (MANIFEST, RECIPE, RPMS_DIR, SIGNATURE, Member, NodeCompat, PackageEntry, PluginArchive,
                       PluginManifest, RecipeEntry, created_now, open_plugin, plugin_file_name,
@@ -179,7 +180,7 @@ def _signing_fingerprints(request: PluginBuildRequest) -> set[str]:
 
 
 def _signature_valid(request: PluginBuildRequest, signature: bytes, data: bytes, fingerprints: set[str]) -> bool:
-    with tempfile.TemporaryDirectory(prefix="ovirt-plugin-sig-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="ovirt-plugin-sig-", dir=run_dir()) as scratch:
         signature_file, data_file = os.path.join(scratch, "s.asc"), os.path.join(scratch, "d")
         with open(signature_file, "wb") as handle:
             handle.write(signature)
@@ -203,7 +204,7 @@ def build_plugin(request: PluginBuildRequest) -> PluginBuildResult:
     _validate(request)
     timer = StageTimer()
     output = _output_path(request)
-    workdir = tempfile.mkdtemp(prefix="ovirt-plugin-build-")
+    workdir = tempfile.mkdtemp(prefix="ovirt-plugin-build-", dir=run_dir())
     try:
         with timer.stage("read packages"):
             plugin_headers = _headers(request.rpms)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 from ._blockio import FileRegion
 from ._errors import NodePluginError
+from ._outputs import run_dir
 from ._extfs import ExtFilesystem
 from ._nodeiso import NodeIso
 from ._records import parse_plugin_record as records_parse
@@ -171,7 +172,7 @@ def rpm_database(image: str, workdir: str | None = None) -> RpmDatabase:
     if not os.path.isfile(image):
         raise NodePluginError("no such ISO or root image", path=image, hint="check the path")
     own = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="image-packages-")
+    workdir = workdir or tempfile.mkdtemp(prefix="image-packages-", dir=run_dir())
     try:
         if _is_iso(image):
             return rpm_database_from_iso(image, workdir)

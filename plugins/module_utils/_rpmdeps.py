@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ._artifacts import Checksum, check_file, download
 from ._errors import NodePluginError, excerpt
+from ._outputs import run_dir
 
 try:
     import solv
@@ -388,7 +389,7 @@ def resolve_closure(plugin_rpms: Sequence[str], repos: Sequence[str], image_pack
     """
     if assume_image_files is None:
         assume_image_files = not any(package.files for package in image_packages)
-    workdir = tempfile.mkdtemp(prefix="ovirt-plugin-deps-")
+    workdir = tempfile.mkdtemp(prefix="ovirt-plugin-deps-", dir=run_dir())
     try:
         resolver = Resolver(image_packages, workdir)
         plugin = resolver.add_rpm_files("the plugin's RPMs", plugin_rpms)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ._errors import NodePluginError
+from ._outputs import run_dir
 from ._run import run
 
 try:
@@ -223,7 +224,7 @@ class TemporaryKeyring:
         content = read_keyring(keyring)
         self.keyring = keyring
         try:
-            self.home = tempfile.mkdtemp(prefix="ovirt-plugin-keys-")
+            self.home = tempfile.mkdtemp(prefix="ovirt-plugin-keys-", dir=run_dir())
         except OSError as exc:
             raise NodePluginError(f"cannot make a temporary folder for the keyring: {exc.strerror}",
                                   path=tempfile.gettempdir(), hint="set TMPDIR to a writable folder") from exc
