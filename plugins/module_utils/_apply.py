@@ -805,7 +805,7 @@ def write_iso(request: ApplyRequest, prepared: Prepared, planned: Plan, image: I
     for iso_path, local in carried.items():
         place(iso_path, local)
     remove = sorted({plugin.carried for plugin in prepared.change.departing if plugin.carried and
-                     plugin.carried not in carried and lifecycle.is_carried_path(plugin.carried) and
+                     plugin.carried not in carried and records.is_carried_path(plugin.carried) and
                      base.exists(plugin.carried)})
     if image.initramfs is not None and image.initramfs.path and prepared.initramfs is not None:
         _place_initramfs(prepared, image.initramfs.path, replace, staging)

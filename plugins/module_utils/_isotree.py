@@ -169,7 +169,8 @@ def account(iso: IsoReader, reference: TreeReference, record: records.BuildRecor
     for step in steps:
         live_files.update(step.live_files)
     links = {f"/isolinux/{link}": f"-> {target}" for link, target in records.current_manifest_links(record.update).items()}
-    carried = {plugin.carried: plugin.sha256 for plugin in record.plugins if plugin.carried}
+    carried = {plugin.carried: plugin.sha256 for plugin in record.plugins
+               if plugin.carried and records.is_carried_path(plugin.carried)}
     initramfs = record.initramfs if isinstance(record.initramfs.get("sha256"), str) else {}
     claimed = initramfs.get("files") if isinstance(initramfs.get("files"), list) else []
     rebuilt = {path for path in claimed if isinstance(path, str)} & boot_entry_files(iso)[1]

@@ -50,19 +50,12 @@ DEPMOD_PATHS = ("/usr/sbin/depmod", "/sbin/depmod", "/usr/bin/depmod", "/bin/dep
 _TOOL_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KERNEL_RELEASE = re.compile(r"^[A-Za-z0-9._+~-]{1,128}$")
-_CARRIED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^-]{0,250}\.plugin\.tar\.gz$")
 _NEEDED = re.compile(r"^\s+(?P<capability>\S+)(?: [<>=]+ \S+)? is needed by \(installed\) (?P<by>\S+)$")
 
 
 def carried_path(manifest: PluginManifest) -> str:
     """The ISO path of a plugin's carried tarball: /ovirt-plugins/<name>-<version>.plugin.tar.gz."""
     return f"{CARRIED_DIR}/{manifest.file_name}"
-
-
-def is_carried_path(path: str) -> bool:
-    """Whether an ISO path is a carried tarball's (the engine writes those; scripts may not)."""
-    folder, name = posixpath.split(posixpath.normpath("/" + path.lstrip("/")))
-    return folder == CARRIED_DIR and bool(_CARRIED_NAME.match(name))
 
 
 # -- what an edit changes ---------------------------------------------------------------------------
@@ -437,7 +430,7 @@ def carried_plugins(old: NodeIso, new_base: NodeIso, folder: str, *, skip_incomp
     limit = Limits().max_total_bytes
     paths = []
     for index, plugin in enumerate(wanted):
-        if plugin.carried is None or not is_carried_path(plugin.carried) or not old.exists(plugin.carried):
+        if plugin.carried is None or not records.is_carried_path(plugin.carried) or not old.exists(plugin.carried):
             raise NodePluginError(f"the ISO does not carry the tarball of {plugin.name} {plugin.version}",
                                   path=old.path,
                                   hint="it was built by an older version; give the plugin with --plugin (plugins=)")

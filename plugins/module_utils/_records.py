@@ -38,6 +38,7 @@ IMAGE_MANIFESTS_DIR = "/etc/ovirt-plugins-manifests.d"
 BUILD_RECORD_ISO_PATH = "isolinux/ovirt-plugins-build.json"
 # ISO folder of the plugin tarballs an ISO was built with, as given (a rebase applies them again).
 CARRIED_DIR = "/ovirt-plugins"
+_CARRIED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~^-]{0,250}\.plugin\.tar\.gz$")
 BUILD_RECORD_FORMAT = 1
 
 # Manifest kinds in the order a Node ISO lists them; the last four are bzip2 content in a .txt name.
@@ -375,6 +376,13 @@ class BuildRecord:
                                                             manifest.get("packages", []) if isinstance(package, dict)]
                 names.update(name for name in listed if isinstance(name, str))
         return names
+
+
+def is_carried_path(path: str) -> bool:
+    """Whether an ISO path is where a build carries a plugin tarball (/ovirt-plugins/<name>-<version>.plugin.tar.gz):
+    a record may name no other path for one (it comes from an ISO)."""
+    folder, _sep, name = path.rpartition("/")
+    return folder == CARRIED_DIR and bool(_CARRIED_NAME.match(name))
 
 
 def recorded_inputs_digest(content: bytes) -> str | None:

@@ -330,11 +330,12 @@ def _inspect_images(iso: NodeIso, base: NodeIso | None, workdir: str, build: rec
             for name in session.listdir(folder):
                 image_manifests[name] = session.read(f"{folder}/{name}")
         changes, checked, comparison = [], 0, ""
+        accounted = _accounted_by_plugins(base, base_db, build)
         if base is not None and deep:
-            changes, checked = _unowned_changes(session, manifests["file"], _plugin_prefixes(build))
+            changes, checked = _unowned_changes(session, manifests["file"], _plugin_prefixes(build), accounted)
             comparison = f"every file of both images compared ({checked} files outside packages)"
     if diff is not None:
-        changes = _unowned_block_changes(diff, manifests["file"], _plugin_prefixes(build))
+        changes = _unowned_block_changes(diff, manifests["file"], _plugin_prefixes(build), accounted)
         checked = len(diff.changes)
         comparison = (f"compared from blocks: {diff.squashfs_blocks_changed} of {diff.squashfs_blocks} squashfs blocks "
                       f"differ from the base ({diff.ext_blocks_changed} file-system blocks, {diff.metadata_blocks} of "
@@ -354,12 +355,30 @@ def _base_owners(base_db: RpmDatabase, diff: RootImageDiff) -> set[str]:
     return {package.name for package in base_db.packages if changed.intersection(package.files)}
 
 
-def _unowned_block_changes(diff: RootImageDiff, owned_files: list[str], plugin_prefixes: Sequence[str]) -> list[str]:
+def _accounted_by_plugins(base: NodeIso | None, base_db: RpmDatabase | None,
+                          build: records.BuildRecord | None) -> Callable[[str], bool]:
+    """For a base that is itself customized: whether a path of it belongs to its plugins, so that an upgrade or a
+    removal may change or remove it. Files of packages plugins brought (erased or replaced since), and files under
+    the plugin paths that the Node itself did not have (its isolinux/manifest-file.txt lists every file of the
+    Node's image), which plugins' scriptlets made."""
+    if base is None or base_db is None or build is None or base.build_record.record is None:
+        return lambda _path: False
+    brought = build.plugin_packages_ever()
+    package_files = {path for package in base_db.packages if package.name in brought for path in package.files}
+    listing = "isolinux/manifest-file.txt"
+    node_files = set(records.decode_manifest("file", base.read_bytes(listing))) if base.exists(listing) else None
+    prefixes = _plugin_prefixes(build)
+    return lambda path: path in package_files or (node_files is not None and path not in node_files
+                                                  and path_allowed(path, prefixes))
+
+
+def _unowned_block_changes(diff: RootImageDiff, owned_files: list[str], plugin_prefixes: Sequence[str],
+                           accounted: Callable[[str], bool] = lambda _path: False) -> list[str]:
     """Changed paths outside any package that no edit explains (packages' files are rpm -V's concern)."""
     owned = set(owned_files)
     found = []
     for change in diff.changes:
-        if change.path in owned or _matches(change.path, _EDIT_PATHS):
+        if change.path in owned or _matches(change.path, _EDIT_PATHS) or accounted(change.path):
             continue
         if change.what == "added" and path_allowed(change.path, plugin_prefixes, is_directory=change.kind == "dir"):
             continue
@@ -395,8 +414,8 @@ def _parse_rpm_verify(output: str, owns: list[str]) -> dict[str, list[tuple[str,
     return found
 
 
-def _unowned_changes(session: RootImageSession, owned_files: list[str],
-                     plugin_prefixes: Sequence[str]) -> tuple[list[str], int]:
+def _unowned_changes(session: RootImageSession, owned_files: list[str], plugin_prefixes: Sequence[str],
+                     accounted: Callable[[str], bool] = lambda _path: False) -> tuple[list[str], int]:
     """Files outside any package that differ between the base image and this one (digest lists)."""
     # Batched (find -exec ... +): a process per file would cost minutes under software emulation.
     script = ('cd "$1" && find . -xdev -type f -exec sha256sum {} + && echo @@links && '
@@ -422,7 +441,7 @@ def _unowned_changes(session: RootImageSession, owned_files: list[str],
     owned = set(owned_files)
     changes = []
     for path in sorted(set(base) | set(new)):
-        if path in owned or path.startswith(BASE_MOUNT) or _matches(path, _EDIT_PATHS):
+        if path in owned or path.startswith(BASE_MOUNT) or _matches(path, _EDIT_PATHS) or accounted(path):
             continue
         if base.get(path) == new.get(path):
             continue

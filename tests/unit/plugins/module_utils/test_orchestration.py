@@ -816,3 +816,19 @@ def test_scripts_may_not_write_the_carried_tarballs(tmp_path):
     base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
     with pytest.raises(NodePluginError, match="changed /ovirt-plugins/orch-plugin-1.0.plugin.tar.gz"):
         _apply(base, _pack(tmp_path, NOCHROOT_RECIPE), str(tmp_path / "out.iso"))
+
+
+def test_the_command_line_asks_for_removals_and_rebases(monkeypatch):
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils import _build, _cli
+    asked = []
+
+    def build(request, **_options):
+        asked.append(request)
+        raise NodePluginError("stop here")
+
+    monkeypatch.setattr(_build, "build_and_certify", build)
+    assert _cli.main(["build", "--iso", "custom.iso", "--remove", "vendor-agent", "--remove", "hello", "-o", "out/"]) == 2
+    assert _cli.main(["rebase", "--iso", "new.iso", "--from", "custom.iso", "--skip-incompatible", "-o", "out/"]) == 2
+    removal, rebase = (request.apply for request in asked)
+    assert removal.remove == ["vendor-agent", "hello"] and removal.plugins == [] and removal.rebase_from is None
+    assert rebase.rebase_from == "custom.iso" and rebase.skip_incompatible and rebase.src == "new.iso"
