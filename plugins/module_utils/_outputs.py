@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import fcntl
+import glob
 import json
 import os
 import re
@@ -24,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from ._errors import NodePluginError
 
@@ -165,8 +167,39 @@ def run_dir() -> str:
     return _run_dir
 
 
+# libguestfs makes its socket folder in /tmp when run as root, whatever XDG_RUNTIME_DIR says; a run
+# notes the folders its launches made, so that they go with its run folder after a kill.
+_SOCKET_FOLDERS = "libguestfs-socket-folders"
+_LIBGUESTFS_SOCKET_FOLDER = re.compile(r"^/tmp/libguestfs[A-Za-z0-9]{6}$")
+
+
+@contextlib.contextmanager
+def recording_socket_folders() -> Iterator[None]:
+    """Note in the run folder the libguestfs socket folders that appear in /tmp during the block."""
+    before = set(glob.glob("/tmp/libguestfs*"))
+    try:
+        yield
+    finally:
+        made = sorted(set(glob.glob("/tmp/libguestfs*")) - before)
+        if made:
+            with open(os.path.join(run_dir(), _SOCKET_FOLDERS), "a", encoding="utf-8") as handle:
+                handle.writelines(f"{path}\n" for path in made)
+
+
+def _remove_noted_socket_folders(run_folder: str) -> None:
+    try:
+        with open(os.path.join(run_folder, _SOCKET_FOLDERS), encoding="utf-8") as handle:
+            noted = handle.read(1 << 16).splitlines()
+    except OSError:
+        return
+    for path in noted:
+        if _LIBGUESTFS_SOCKET_FOLDER.match(path) and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def clean_stale_runs() -> list[str]:
-    """Remove the private temporary folders of runs of this tool that were killed (their PID is gone)."""
+    """Remove the private temporary folders of runs of this tool that were killed (their PID is gone),
+    with the libguestfs socket folders they noted."""
     removed = []
     pattern = re.compile(rf"^{re.escape(_RUN_PREFIX)}(\d+)-[A-Za-z0-9_]+$")
     for base in _temporary_bases():
@@ -178,6 +211,7 @@ def clean_stale_runs() -> list[str]:
             match = pattern.match(name)
             path = os.path.join(base, name)
             if match and not _pid_alive(int(match.group(1))) and os.path.isdir(path) and not os.path.islink(path):
+                _remove_noted_socket_folders(path)
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return removed

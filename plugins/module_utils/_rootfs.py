@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from ._accel import apply_libguestfs_env
 from ._blockio import ByteSource
 from ._errors import NodePluginError
-from ._outputs import run_dir
+from ._outputs import recording_socket_folders, run_dir
 from ._reproducible import source_date_epoch
 from ._nbd import NbdExport
 from ._overlay import DEFAULT_BLOCK_SIZE, ImageChanges, create_overlay, overlay_changes
@@ -222,7 +222,8 @@ class RootImageSession:
                 g.add_drive_opts(self.scratch_disk, format="raw", readonly=False)
             for mount_point, image in self.extra_images.items():
                 self._add_drive(g, image, label=f"the image mounted at {mount_point}", readonly=True)
-            g.launch()
+            with recording_socket_folders():
+                g.launch()
         except (RuntimeError, NodePluginError) as exc:
             g.close()
             failed = self._stop_exports()

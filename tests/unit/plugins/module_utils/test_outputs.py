@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -116,3 +117,22 @@ def test_the_run_folders_of_killed_runs_are_removed(tmp_path, monkeypatch):
     other.mkdir()
     assert str(stale) in _outputs.clean_stale_runs()
     assert not stale.exists() and os.path.isdir(mine) and other.is_dir()
+
+
+def test_libguestfs_socket_folders_noted_by_a_killed_run_go_with_it(tmp_path, monkeypatch):
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils import _outputs
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(_outputs.tempfile, "tempdir", None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f"ovirt-node-plugins-{dead}-abc123"
+    stale.mkdir()
+    socket_folder = tempfile.mkdtemp(prefix="libguestfs", dir="/tmp")
+    assert len(os.path.basename(socket_folder)) == len("libguestfs") + 8  # mkdtemp's names are 8 long
+    mimic = "/tmp/libguestfsZz9Yx8"
+    os.makedirs(mimic, exist_ok=True)
+    (stale / "libguestfs-socket-folders").write_text(f"{mimic}\n/etc\n{socket_folder}\n")
+    _outputs.clean_stale_runs()
+    assert not os.path.exists(mimic) and os.path.isdir("/etc")
+    assert os.path.isdir(socket_folder)  # not a name libguestfs makes: left alone
+    os.rmdir(socket_folder)
