@@ -29,6 +29,7 @@ import datetime
 import fnmatch
 import json
 import os
+import posixpath
 import re
 import shutil
 import tempfile
@@ -330,12 +331,17 @@ def _inspect_images(iso: NodeIso, base: NodeIso | None, workdir: str, build: rec
             for name in session.listdir(folder):
                 image_manifests[name] = session.read(f"{folder}/{name}")
         changes, checked, comparison = [], 0, ""
-        accounted = _accounted_by_plugins(base, base_db, build)
+        # rpm names files by the paths packages give (/lib/modules/...); a merged-/usr image stores them elsewhere.
+        aliases = _top_folder_links(iso.root_filesystem())
+        owned = [_real_path(path, aliases) for path in manifests["file"]]
+        prefixes = tuple(dict.fromkeys(
+            [*_plugin_prefixes(build), *(_real_path(prefix, aliases) for prefix in _plugin_prefixes(build))]))
+        accounted = _accounted_by_plugins(base, base_db, build, aliases, prefixes)
         if base is not None and deep:
-            changes, checked = _unowned_changes(session, manifests["file"], _plugin_prefixes(build), accounted)
+            changes, checked = _unowned_changes(session, owned, prefixes, accounted)
             comparison = f"every file of both images compared ({checked} files outside packages)"
     if diff is not None:
-        changes = _unowned_block_changes(diff, manifests["file"], _plugin_prefixes(build), accounted)
+        changes = _unowned_block_changes(diff, owned, prefixes, accounted)
         checked = len(diff.changes)
         comparison = (f"compared from blocks: {diff.squashfs_blocks_changed} of {diff.squashfs_blocks} squashfs blocks "
                       f"differ from the base ({diff.ext_blocks_changed} file-system blocks, {diff.metadata_blocks} of "
@@ -355,8 +361,27 @@ def _base_owners(base_db: RpmDatabase, diff: RootImageDiff) -> set[str]:
     return {package.name for package in base_db.packages if changed.intersection(package.files)}
 
 
-def _accounted_by_plugins(base: NodeIso | None, base_db: RpmDatabase | None,
-                          build: records.BuildRecord | None) -> Callable[[str], bool]:
+def _top_folder_links(root) -> dict[str, str]:
+    """Top folders that are links in the image (merged /usr: /lib -> usr/lib), as 'link/' -> 'target/'."""
+    aliases = {}
+    for top in ("/bin", "/sbin", "/lib", "/lib64"):
+        if root.exists(top, follow=False) and root.stat(top, follow=False).kind == "symlink":
+            target = posixpath.normpath(posixpath.join("/", root.readlink(top)))
+            if target.count("/") <= 2:  # /usr/lib: the only form merged /usr takes
+                aliases[top + "/"] = target + "/"
+    return aliases
+
+
+def _real_path(path: str, aliases: dict[str, str]) -> str:
+    """Where a path that rpm names is stored in the image (a top folder that is a link resolved)."""
+    for alias, real in aliases.items():
+        if path.startswith(alias) or path + "/" == alias:
+            return real + path[len(alias):]
+    return path
+
+
+def _accounted_by_plugins(base: NodeIso | None, base_db: RpmDatabase | None, build: records.BuildRecord | None,
+                          aliases: dict[str, str], prefixes: Sequence[str]) -> Callable[[str], bool]:
     """For a base that is itself customized: whether a path of it belongs to its plugins, so that an upgrade or a
     removal may change or remove it. Files of packages plugins brought (erased or replaced since), and files under
     the plugin paths that the Node itself did not have (its isolinux/manifest-file.txt lists every file of the
@@ -364,10 +389,10 @@ def _accounted_by_plugins(base: NodeIso | None, base_db: RpmDatabase | None,
     if base is None or base_db is None or build is None or base.build_record.record is None:
         return lambda _path: False
     brought = build.plugin_packages_ever()
-    package_files = {path for package in base_db.packages if package.name in brought for path in package.files}
+    package_files = {_real_path(path, aliases) for package in base_db.packages if package.name in brought
+                     for path in package.files}
     listing = "isolinux/manifest-file.txt"
     node_files = set(records.decode_manifest("file", base.read_bytes(listing))) if base.exists(listing) else None
-    prefixes = _plugin_prefixes(build)
     return lambda path: path in package_files or (node_files is not None and path not in node_files
                                                   and path_allowed(path, prefixes))
 
