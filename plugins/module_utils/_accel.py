@@ -38,11 +38,12 @@ def _probe_kernel() -> str | None:
 
 
 def _qemu_binary() -> str | None:
-    for directory in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
-        candidate = os.path.join(directory, "qemu-system-x86_64")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """This platform's QEMU (qemu-system-x86_64, or EL's /usr/libexec/qemu-kvm), or None."""
+    from ._platforms import find_tool  # pylint: disable=import-outside-toplevel
+    try:
+        return find_tool("qemu-system-x86_64")
+    except NodePluginError:
+        return None
 
 
 def _kvm_boots(qemu: str, kernel: str) -> bool:

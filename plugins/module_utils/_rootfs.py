@@ -34,6 +34,7 @@ from ._accel import apply_libguestfs_env
 from ._blockio import ByteSource
 from ._errors import NodePluginError
 from ._outputs import recording_socket_folders, run_dir
+from ._platforms import find_tool
 from ._reproducible import source_date_epoch
 from ._nbd import NbdExport
 from ._overlay import DEFAULT_BLOCK_SIZE, ImageChanges, create_overlay, overlay_changes
@@ -51,7 +52,6 @@ INSTALL_ROOT = "/mnt/sysimage"
 LIVE_ROOT = "/mnt/live"
 # Private folder inside the image for uploads and command logs; removed on close.
 _WORK = "/var/tmp/.ovirt-node-plugins"
-_BUSYBOX = "/bin/busybox"
 _SCRATCH_LABEL = "nodeplugins"
 _STATUS_MARK = "@@ovirt-node-plugins-exit-status="
 
@@ -80,11 +80,12 @@ class SelinuxState:
 
 
 def _find_busybox() -> str:
-    for candidate in (_BUSYBOX, "/usr/bin/busybox", "/usr/lib/initramfs-tools/bin/busybox"):
-        if os.path.isfile(candidate):
-            return candidate
-    raise NodePluginError("busybox is needed for %post --nochroot scripts but is not installed",
-                          hint="install the package 'busybox-static' (make setup does it)")
+    """A static busybox for the scratch root of nochroot scripts (the package named for this platform)."""
+    try:
+        return find_tool("busybox")
+    except NodePluginError as exc:
+        raise NodePluginError("busybox is needed for %pre and %post --nochroot scripts but is not installed",
+                              hint=exc.hint) from exc
 
 
 def make_scratch_disk(path: str, live_tree: str | None, *, extra_mib: int = 64) -> None:

@@ -15,7 +15,8 @@ MODULES = tuple(sorted(os.path.basename(path)[:-len(".py")]
                        for path in glob.glob(os.path.join(TOP, "plugins", "modules", "[!_]*.py"))))
 # ... and those that run an engine of the library (node_plugin_hotadd's module file is the
 # documentation of an action plugin).
-ENGINE_MODULES = ("node_iso_extract", "node_iso_verify", "node_plugin_apply", "node_plugin_build", "node_pxe_tree")
+ENGINE_MODULES = ("node_artifact_fetch", "node_artifact_publish", "node_iso_extract", "node_iso_verify",
+                  "node_plugin_apply", "node_plugin_build", "node_pxe_tree")
 # Keys ansible-core adds to every result, the ones tests.ansible_run adds, and those exit_json adds
 # about the file when a result has a "path" or "dest" (AnsibleModule.add_path_info).
 STANDARD_KEYS = {"changed", "failed", "msg", "invocation", "diff", "warnings", "deprecations", "exception",
