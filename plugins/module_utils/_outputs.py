@@ -175,24 +175,61 @@ _LIBGUESTFS_SOCKET_FOLDER = re.compile(r"^/tmp/libguestfs[A-Za-z0-9]{6}$")
 
 @contextlib.contextmanager
 def recording_socket_folders() -> Iterator[None]:
-    """Note in the run folder the libguestfs socket folders that appear in /tmp during the block."""
-    before = set(glob.glob("/tmp/libguestfs*"))
+    """Note in the run folder the libguestfs socket folders that appear in /tmp during the block.
+
+    The folders present before are noted first: a run killed during the block (a launch takes
+    seconds) leaves the next run enough to find the folder it made (see _remove_noted_socket_folders).
+    """
+    before = sorted(glob.glob("/tmp/libguestfs*"))
+    notes = os.path.join(run_dir(), _SOCKET_FOLDERS)
+    with open(notes, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"started": time.time(), "before": before}) + "\n")
     try:
         yield
     finally:
-        made = sorted(set(glob.glob("/tmp/libguestfs*")) - before)
-        if made:
-            with open(os.path.join(run_dir(), _SOCKET_FOLDERS), "a", encoding="utf-8") as handle:
-                handle.writelines(f"{path}\n" for path in made)
+        made = sorted(set(glob.glob("/tmp/libguestfs*")) - set(before))
+        with open(notes, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"made": made}) + "\n")
+
+
+def _bound_unix_sockets() -> set[str]:
+    """Paths of the unix sockets some process has bound (from /proc/net/unix)."""
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as handle:
+            return {fields[-1] for fields in (line.split() for line in handle.readlines()[1:]) if len(fields) >= 8}
+    except OSError:
+        return set()
 
 
 def _remove_noted_socket_folders(run_folder: str) -> None:
+    """Remove the libguestfs socket folders a dead run made: those it noted, and for a launch it did not
+    live to finish, those that appeared after it started and whose sockets no process holds."""
     try:
         with open(os.path.join(run_folder, _SOCKET_FOLDERS), encoding="utf-8") as handle:
-            noted = handle.read(1 << 16).splitlines()
-    except OSError:
+            notes = [json.loads(line) for line in handle.read(1 << 20).splitlines() if line.strip()]
+    except (OSError, ValueError):
         return
-    for path in noted:
+    candidates: set[str] = set()
+    pending = None
+    for note in notes if isinstance(notes, list) else []:
+        if not isinstance(note, dict):
+            continue
+        if "made" in note:
+            candidates.update(path for path in note["made"] if isinstance(path, str))
+            pending = None
+        elif "started" in note:
+            pending = note
+    if pending is not None and isinstance(pending.get("before"), list):
+        bound = _bound_unix_sockets()
+        for path in set(glob.glob("/tmp/libguestfs*")) - set(pending["before"]):
+            try:
+                fresh = os.stat(path).st_mtime >= float(pending["started"]) - 1
+                idle = not any(os.path.join(path, name) in bound for name in os.listdir(path))
+            except (OSError, TypeError, ValueError):
+                continue
+            if fresh and idle:
+                candidates.add(path)
+    for path in sorted(candidates):
         if _LIBGUESTFS_SOCKET_FOLDER.match(path) and os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
 

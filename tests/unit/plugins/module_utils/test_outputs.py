@@ -3,10 +3,14 @@
 """_outputs: outputs never onto inputs, one writer per output, the debris of killed runs removed."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -131,8 +135,37 @@ def test_libguestfs_socket_folders_noted_by_a_killed_run_go_with_it(tmp_path, mo
     assert len(os.path.basename(socket_folder)) == len("libguestfs") + 8  # mkdtemp's names are 8 long
     mimic = "/tmp/libguestfsZz9Yx8"
     os.makedirs(mimic, exist_ok=True)
-    (stale / "libguestfs-socket-folders").write_text(f"{mimic}\n/etc\n{socket_folder}\n")
+    (stale / "libguestfs-socket-folders").write_text(
+        json.dumps({"started": 0, "before": []}) + "\n" + json.dumps({"made": [mimic, "/etc", socket_folder]}) + "\n")
     _outputs.clean_stale_runs()
     assert not os.path.exists(mimic) and os.path.isdir("/etc")
     assert os.path.isdir(socket_folder)  # not a name libguestfs makes: left alone
     os.rmdir(socket_folder)
+
+
+def test_a_run_killed_during_a_launch_leaves_its_socket_folder_to_the_next_run(tmp_path, monkeypatch):
+    """The launch never finished: the folder that appeared after it started, with no bound socket, goes."""
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils import _outputs
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(_outputs.tempfile, "tempdir", None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f"ovirt-node-plugins-{dead}-abc123"
+    stale.mkdir()
+    older = "/tmp/libguestfsOld123"
+    os.makedirs(older, exist_ok=True)
+    (stale / "libguestfs-socket-folders").write_text(json.dumps({"started": time.time(), "before": [older]}) + "\n")
+    made = "/tmp/libguestfsNew456"
+    os.makedirs(made, exist_ok=True)
+    live = "/tmp/libguestfsLiv789"
+    os.makedirs(live, exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(os.path.join(live, "guestfsd.sock"))
+    try:
+        _outputs.clean_stale_runs()
+        assert not os.path.exists(made)
+        assert os.path.isdir(older) and os.path.isdir(live)  # there before, or held by a live process
+    finally:
+        listener.close()
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.rmtree(older, ignore_errors=True)
