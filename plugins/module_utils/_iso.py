@@ -697,13 +697,13 @@ def edit_boot_configs(iso: str | IsoReader, workdir: str, edits: KernelArgEdits 
                 replace_files[config.path] = local
                 changes[config.path] = edit.changes
             else:
-                local = replace_files.get(config.efiboot)
-                if local is None:
-                    local = os.path.join(workdir, config.efiboot.strip("/").replace("/", "_"))
-                    shutil.copyfile(reader.efi_image(config.efiboot), local)
-                    os.chmod(local, 0o644)
-                write_efiboot_file(local, config.path, edit.text)
-                replace_files[config.efiboot] = local
+                image = replace_files.get(config.efiboot)
+                if image is None:
+                    image = os.path.join(workdir, config.efiboot.strip("/").replace("/", "_"))
+                    shutil.copyfile(reader.efi_image(config.efiboot), image)
+                    os.chmod(image, 0o644)
+                write_efiboot_file(image, config.path, edit.text)
+                replace_files[config.efiboot] = image
                 changes[config.where] = edit.changes
     return BootConfigEdits(replace_files=replace_files, changes=changes, configs=configs)
 

@@ -167,11 +167,11 @@ class NodeIso(IsoReader):
                 for name in (entry.kernel, *(entry.initrd or "").split(",")):
                     if name and not name.startswith(("(", "$")):
                         found.add(iso_path_of(config.path, name))
-        for entry in self.files():
-            lower = entry.path.lower()
+        for iso_file in self.files():
+            lower = iso_file.path.lower()
             if lower.startswith("/efi/boot/") or lower.endswith((".c32", "/isolinux.bin", "/boot.cat",
                                                                 "/efiboot.img", "/macboot.img")):
-                found.add(entry.path)
+                found.add(iso_file.path)
         found.add("/isolinux/version")
         return sorted(path for path in found if self.exists(path))
 

@@ -98,7 +98,7 @@ def clean_stale(dest: str) -> list[str]:
     """
     folder = os.path.dirname(os.path.abspath(dest))
     pattern = re.compile(rf"^\.{re.escape(os.path.basename(dest))}\.[a-z]+-(\d+)-[A-Za-z0-9_]+$")
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
@@ -237,7 +237,7 @@ def _remove_noted_socket_folders(run_folder: str) -> None:
 def clean_stale_runs() -> list[str]:
     """Remove the private temporary folders of runs of this tool that were killed (their PID is gone),
     with the libguestfs socket folders they noted."""
-    removed = []
+    removed: list[str] = []
     pattern = re.compile(rf"^{re.escape(_RUN_PREFIX)}(\d+)-[A-Za-z0-9_]+$")
     for base in _temporary_bases():
         try:
@@ -272,7 +272,7 @@ def _os_hint(exc: OSError) -> str:
             errno.ENOSPC: "the file system is full: free space or choose another output folder",
             errno.EACCES: "permission denied: choose a folder you may write to",
             errno.EPERM: "permission denied: choose a folder you may write to",
-            errno.ENOENT: "the folder does not exist: create it first"}.get(exc.errno, "check the output folder")
+            errno.ENOENT: "the folder does not exist: create it first"}.get(exc.errno or 0, "check the output folder")
 
 
 class OutputLock:

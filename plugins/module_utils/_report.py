@@ -85,7 +85,9 @@ def read_report(path: str) -> dict | None:
 
 def report_holds(document: dict | None, *, iso: str, iso_sha256: str, asked: dict) -> bool:
     """Whether a report certifies this very ISO (by sha256, at this path), asked the same way, by this tool version."""
-    return bool(document) and document.get("certified") is True and document.get("sha256") == iso_sha256 \
+    if not document:
+        return False
+    return document.get("certified") is True and document.get("sha256") == iso_sha256 \
         and document.get("tool") == tool() and document.get("asked") == asked \
         and document.get("iso") == os.path.abspath(iso)
 

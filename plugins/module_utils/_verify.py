@@ -49,7 +49,7 @@ from ._nodeiso import NodeIso
 from ._outputs import check_distinct, check_tmpdir, check_writable_folder, clean_stale, clean_stale_runs, run_dir
 from ._persist import BOOT_HOOK, PERSIST_LISTS_DIR
 from ._report import Check, VerifyResult, asked, atomic_write, read_report, report_document
-from ._rootfs import RootImageSession
+from ._rootfs import CommandResult, RootImageSession
 from ._rpmdb import RpmDatabase, rpm_database_of
 from ._rpmhdr import ALLOWED_PATHS, allowed_paths, path_allowed, sign_detached
 from ._run import StageTimer
@@ -233,19 +233,19 @@ def _check_boot_records(iso: NodeIso, base: NodeIso | None) -> Check:
     configs = iso.boot_configs()
     label = f"root=live:CDLABEL={volume_id}"
     for config in configs:
-        for entry in config.entries:
-            roots = [arg for arg in entry.kernel_args if arg.startswith("root=live:CDLABEL=")]
+        for boot_entry in config.entries:
+            roots = [arg for arg in boot_entry.kernel_args if arg.startswith("root=live:CDLABEL=")]
             if roots and any(root != label for root in roots):
-                check.violations.append(f"{config.where} entry '{entry.label}' has {roots[0]}, but the volume id is "
-                                        f"'{volume_id}': that entry cannot find its root file system")
+                check.violations.append(f"{config.where} entry '{boot_entry.label}' has {roots[0]}, but the volume "
+                                        f"id is '{volume_id}': that entry cannot find its root file system")
     tree = {(c.path.lower(), e.label): e.kernel_args for c in configs if not c.efiboot for e in c.entries}
     for config in (c for c in configs if c.efiboot):
-        for entry in config.entries:
-            twin = tree.get((config.path.lower(), entry.label))
-            if twin is not None and twin != entry.kernel_args:
-                check.violations.append(f"the config inside {config.efiboot} ({config.path}, '{entry.label}') "
+        for boot_entry in config.entries:
+            twin = tree.get((config.path.lower(), boot_entry.label))
+            if twin is not None and twin != boot_entry.kernel_args:
+                check.violations.append(f"the config inside {config.efiboot} ({config.path}, '{boot_entry.label}') "
                                         f"differs from the ISO tree's: UEFI boots from a USB stick read "
-                                        f"{' '.join(entry.kernel_args)!r}, the tree says {' '.join(twin)!r}")
+                                        f"{' '.join(boot_entry.kernel_args)!r}, the tree says {' '.join(twin)!r}")
     check.evidence.append(f"{sum(len(c.entries) for c in configs)} boot entries in {len(configs)} configs, "
                           f"volume id '{volume_id}'")
     return check
@@ -314,7 +314,7 @@ def _inspect_images(iso: NodeIso, base: NodeIso | None, workdir: str, build: rec
         manifests = records.split_combined(queried.output)
         installed_names = {nevra.rsplit("-", 2)[0] for nevra in records.nevras_of(manifests["rpm"])}
         if diff is None:
-            verified = session.run([rpm, "-Va", "--nodeps", "--noscripts"])
+            verified: CommandResult | None = session.run([rpm, "-Va", "--nodeps", "--noscripts"])
         else:
             owners = _base_owners(base_db, diff) if base_db else set()
             names = sorted((set(record_names) | owners) & installed_names)
@@ -330,7 +330,8 @@ def _inspect_images(iso: NodeIso, base: NodeIso | None, workdir: str, build: rec
             folder = f"{records.IMAGE_MANIFESTS_DIR}/update{build.update}"
             for name in session.listdir(folder):
                 image_manifests[name] = session.read(f"{folder}/{name}")
-        changes, checked, comparison = [], 0, ""
+        changes: list[str] = []
+        checked, comparison = 0, ""
         # rpm names files by the paths packages give (/lib/modules/...); a merged-/usr image stores them elsewhere.
         aliases = _top_folder_links(iso.root_filesystem())
         owned = [_real_path(path, aliases) for path in manifests["file"]]
@@ -494,7 +495,8 @@ def _installed(facts: _ImageFacts) -> dict[str, str]:
 
 def _verify_failures(facts: _ImageFacts, name: str) -> tuple[list[str], list[str]]:
     """(failures, config notes) of rpm -V for one package."""
-    failures, configs = [], []
+    failures: list[str] = []
+    configs: list[str] = []
     for flags, kind, path in facts.rpm_verify.get(name, []):
         (configs if kind == "c" else failures).append(f"{path} ({flags})")
     return failures, configs
@@ -674,6 +676,7 @@ def _finish(request: VerifyRequest, sha256: str, checks: list[Check], timer: Sta
 
 def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], certified: bool) -> tuple[bool, str | None]:
     """Write the report (and its .asc) unless an existing one says the same; returns (changed, signature path)."""
+    assert request.report is not None  # _finish writes a report only when one is asked for
     document = report_document(iso=request.report_iso or request.src, sha256=sha256, checks=checks,
                                certified=certified, asked=request.asked())
     signature_path = f"{request.report}.asc" if request.sign_key else None
@@ -686,6 +689,6 @@ def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], cert
     document["time"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     content = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
     atomic_write(request.report, content)
-    if signature_path:
+    if signature_path and request.sign_key:
         atomic_write(signature_path, sign_detached(content, request.sign_key, gnupg_home=request.gnupg_home))
     return True, signature_path
