@@ -593,7 +593,7 @@ def rewrite_iso(base: str | IsoReader, dest: str, *, replace_files: Mapping[str,
         if volume_id is not None:
             argv += ["-volid", volume_id]
         argv += ["-commit", "-end"]
-        _run_xorriso(argv, temp_iso)
+        _run_xorriso(argv, temp_iso, os.path.dirname(dest))
         after = boot_records(temp_iso)
         lost = lost_boot_records(before, after)
         if lost:
@@ -612,13 +612,13 @@ def rewrite_iso(base: str | IsoReader, dest: str, *, replace_files: Mapping[str,
 _XORRISO_FULL = re.compile(r"Image size (\d+)s exceeds free space on media (\d+)s")
 
 
-def _run_xorriso(argv: list[str], target: str) -> None:
-    """Run xorriso; a failure says what xorriso found wrong (its FAILURE lines), a full disk as such."""
+def _run_xorriso(argv: list[str], target: str, folder: str) -> None:
+    """Run xorriso writing ``target`` (beside the output, in ``folder``); a failure says what xorriso found
+    wrong (its FAILURE lines), a full disk as such, naming the output's folder."""
     result = run(argv, check=False)
     if result.returncode == 0:
         return
     text = (result.stderr or b"").decode("utf-8", "replace") + (result.stdout or b"").decode("utf-8", "replace")
-    folder = os.path.dirname(target)
     full = _XORRISO_FULL.search(text)
     if full or "No space left" in text:
         needed = f": the ISO needs {int(full.group(1)) * 2 // 1024} MiB, {int(full.group(2)) * 2 // 1024} MiB are free" \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -105,8 +106,9 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_the_run_folders_of_killed_runs_are_removed(tmp_path, monkeypatch):
+def test_the_run_folders_of_killed_runs_are_removed(monkeypatch):
     from ansible_collections.ovirt.node_plugins.plugins.module_utils import _outputs
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))  # short: sockets are made in run folders
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(_outputs.tempfile, "tempdir", None)
     monkeypatch.setattr(_outputs, "_run_dir", None)
@@ -121,6 +123,7 @@ def test_the_run_folders_of_killed_runs_are_removed(tmp_path, monkeypatch):
     other.mkdir()
     assert str(stale) in _outputs.clean_stale_runs()
     assert not stale.exists() and os.path.isdir(mine) and other.is_dir()
+    shutil.rmtree(tmp_path)
 
 
 def test_libguestfs_socket_folders_noted_by_a_killed_run_go_with_it(tmp_path, monkeypatch):
