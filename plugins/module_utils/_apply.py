@@ -54,7 +54,7 @@ from ._nodeiso import NodeIso
 from ._outputs import OutputLock, check_distinct, check_tmpdir, clean_stale, clean_stale_runs, work_dir
 from ._overlay import ImageChanges
 from ._persist import BOOT_HOOK, PERSIST_LISTS_DIR, image_files
-from ._plugin import PluginArchive, install_set, open_plugin, require_signed_packages, unsigned_packages
+from ._plugin import PluginArchive, PluginManifest, install_set, open_plugin, require_signed_packages, unsigned_packages
 from ._reproducible import source_date_epoch, utc_timestamp
 from ._request import ApplyRequest, ApplyResult, StepLog, output_path
 from ._rootfs import INSTALL_ROOT, LIVE_ROOT, RootImageSession, make_scratch_disk
@@ -600,7 +600,7 @@ def _take_back(session: RootImageSession, prepared: Prepared, extracted: Extract
     return brought, erased
 
 
-def _held_manifests(prepared: Prepared) -> list:
+def _held_manifests(prepared: Prepared) -> list[PluginManifest]:
     """The manifests of the plugins the ISO holds after the edit."""
     return [plugin.manifest for plugin in prepared.change.kept] + [archive.manifest for archive in prepared.archives]
 

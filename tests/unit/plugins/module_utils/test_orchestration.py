@@ -832,3 +832,23 @@ def test_the_command_line_asks_for_removals_and_rebases(monkeypatch):
     removal, rebase = (request.apply for request in asked)
     assert removal.remove == ["vendor-agent", "hello"] and removal.plugins == [] and removal.rebase_from is None
     assert rebase.rebase_from == "custom.iso" and rebase.skip_incompatible and rebase.src == "new.iso"
+
+
+def test_a_record_that_claims_a_boot_file_as_a_carried_tarball_explains_nothing(tmp_path):
+    base = isohelpers.copy_of(isohelpers.cached_iso(), str(tmp_path), "base.iso")
+    built = _apply(base, _agent_v1(tmp_path), str(tmp_path / "out.iso"))
+    kernel = tmp_path / "vmlinuz0"
+    kernel.write_bytes(b"a kernel of someone else\n")
+    with IsoReader(built.path) as reader:
+        record = json.loads(reader.read_bytes(records.BUILD_RECORD_ISO_PATH))
+    record["plugins"][0].update(carried="/isolinux/vmlinuz0", sha256=_digest(kernel))
+    forged = tmp_path / "record.json"
+    forged.write_text(json.dumps(record))
+    tampered = str(tmp_path / "tampered.iso")
+    rewrite_iso(built.path, tampered, replace_files={"/isolinux/vmlinuz0": str(kernel),
+                                                     f"/{records.BUILD_RECORD_ISO_PATH}": str(forged)}, implant=True)
+    check = _tree_check(verify_iso(VerifyRequest(src=tampered), session_factory=FakeSession))
+    assert any("boot file /isolinux/vmlinuz0 was changed" in violation for violation in check.violations)
+    with pytest.raises(NodePluginError, match="does not carry the tarball of orch-agent"):
+        apply_plugins(ApplyRequest(src=base, plugins=[], rebase_from=tampered, dest=str(tmp_path / "r.iso")),
+                      session_factory=FakeSession)
