@@ -50,6 +50,7 @@ DEPMOD_PATHS = ("/usr/sbin/depmod", "/sbin/depmod", "/usr/bin/depmod", "/bin/dep
 _TOOL_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KERNEL_RELEASE = re.compile(r"^[A-Za-z0-9._+~-]{1,128}$")
+_LISTING = "@@ovirt-node-plugins: the initramfs holds"
 _NEEDED = re.compile(r"^\s+(?P<capability>\S+)(?: [<>=]+ \S+)? is needed by \(installed\) (?P<by>\S+)$")
 
 
@@ -362,17 +363,34 @@ class RebuiltInitramfs:
     outcome: CommandResult
 
 
+# The image's tools are called by their paths: a shell whose applets come first (busybox ash built standalone)
+# would otherwise run its own depmod, which leaves libkmod's binary index stale.
+_INITRAMFS_SCRIPT = f"""export {_TOOL_PATH}; kver="$1"; drivers="$2"; out="$3"; rebuild="$4"
+first() {{ for candidate in "$@"; do if [ -x "$candidate" ]; then echo "$candidate"; return 0; fi; done; return 1; }}
+if depmod=$(first {' '.join(DEPMOD_PATHS)}); then "$depmod" -a "$kver" || exit $?
+else echo "no depmod in the image: modules.dep not updated"; fi
+[ "$rebuild" = yes ] || exit 0
+dracut=$(first {' '.join(DRACUT_PATHS)}) || {{ echo "no dracut in the image"; exit 127; }}
+mkdir -p "$out" && mount -t tmpfs -o mode=0700 ovirt-node-plugins "$out" || exit $?
+mkdir "$out/tmp" && "$dracut" --force --tmpdir "$out/tmp" ${{drivers:+--add-drivers "$drivers"}} \\
+    --kver "$kver" "$out/initramfs.img" || exit $?
+if lsinitrd=$(first "${{dracut%/*}}/lsinitrd" /usr/bin/lsinitrd /usr/sbin/lsinitrd); then
+    echo "{_LISTING}"; "$lsinitrd" "$out/initramfs.img" || exit $?
+fi
+"""
+
+
+def _module_file(module: str) -> str:
+    """A pattern for a module's file in an lsinitrd listing ('_' and '-' are one in module names)."""
+    name = "".join("[_-]" if char in "_-" else char for char in module)  # names are [A-Za-z0-9_-]
+    return rf"/{name}\.ko(\.[a-z]+)?$"
+
+
 def rebuild_initramfs(session: RootImageSession, plan: InitramfsPlan, workdir: str) -> RebuiltInitramfs:
-    """depmod for the plan's kernel, then dracut inside the image, into a tmpfs (nothing of it lands in the image)."""
+    """depmod for the plan's kernel, then dracut inside the image, into a tmpfs (nothing of it lands in the image);
+    the declared modules must be in the result (dracut only warns when it cannot add one)."""
     scratch = "/var/tmp/.ovirt-node-plugins-initramfs"
-    script = (f'export {_TOOL_PATH}; kver="$1"; drivers="$2"; out="$3"; rebuild="$4"\n'
-              'if command -v depmod >/dev/null; then depmod -a "$kver" || exit $?; '
-              'else echo "no depmod in the image: modules.dep not updated"; fi\n'
-              '[ "$rebuild" = yes ] || exit 0\n'
-              'mkdir -p "$out" && mount -t tmpfs -o mode=0700 ovirt-node-plugins "$out" || exit $?\n'
-              'mkdir "$out/tmp" && dracut --force --tmpdir "$out/tmp" ${drivers:+--add-drivers "$drivers"} '
-              '--kver "$kver" "$out/initramfs.img"\n')
-    outcome = session.run(["sh", "-c", script, "rebuild-initramfs", plan.kernel_version or "",
+    outcome = session.run(["sh", "-c", _INITRAMFS_SCRIPT, "rebuild-initramfs", plan.kernel_version or "",
                            " ".join(plan.drivers), scratch, "yes" if plan.rebuild else "no"])
     if not outcome.ok or not plan.rebuild:
         return RebuiltInitramfs(path=None, sha256=None, outcome=outcome)
@@ -385,6 +403,13 @@ def rebuild_initramfs(session: RootImageSession, plan: InitramfsPlan, workdir: s
     if not os.path.isfile(path) or os.path.islink(path):
         raise NodePluginError("the image's dracut reported success but wrote no initramfs",
                               details=outcome.output.strip()[-4000:])
+    _, listed, listing = outcome.output.partition(_LISTING)
+    if listed:
+        missing = [module for module in plan.drivers if not re.search(_module_file(module), listing, re.MULTILINE)]
+        if missing:
+            raise NodePluginError(f"the initramfs the image's dracut rebuilt lacks the declared early-boot module "
+                                  f"{', '.join(missing)}", details=outcome.output.strip()[-4000:],
+                                  hint="the plugin must ship the module for the ISO's kernel under /lib/modules")
     return RebuiltInitramfs(path=path, sha256=file_sha256(path), outcome=outcome)
 
 

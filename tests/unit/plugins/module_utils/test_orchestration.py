@@ -68,6 +68,8 @@ class FakeSession:
     requires: dict[str, list[str]] = {}
     # What a fake dracut writes; every command line the session ran.
     initramfs: bytes = b"rebuilt initramfs\n"
+    # What the fake lsinitrd lists of it.
+    initramfs_listing = "usr/lib/modules/6.1.0-99-test/extra/orch_mod.ko\n"
     commands: list[tuple[str, ...]] = []
     chain = False
 
@@ -104,7 +106,8 @@ class FakeSession:
                 self.files.pop(path, None)
             return CommandResult(tuple(argv), 0, "", 0.0)
         if argv[:2] == ["sh", "-c"] and argv[3:4] == ["rebuild-initramfs"]:
-            return CommandResult(tuple(argv), 0, "depmod and dracut ran\n", 0.0)
+            listing = f"@@ovirt-node-plugins: the initramfs holds\n{FakeSession.initramfs_listing}"
+            return CommandResult(tuple(argv), 0, f"depmod and dracut ran\n{listing}", 0.0)
         if "-e" in argv:  # rpm -e [--test] names: refused while an installed package requires one of them
             names = [word for word in argv[argv.index("-e") + 1:] if not word.startswith("-")]
             needed = [f"\t{wanted} is needed by (installed) {nevra}" for name, nevra in self._names().items()
@@ -224,6 +227,7 @@ def fresh_sessions():
     FakeSession.requires = {}
     FakeSession.commands = []
     FakeSession.chain = False
+    FakeSession.initramfs_listing = "usr/lib/modules/6.1.0-99-test/extra/orch_mod.ko\n"
 
 
 @pytest.fixture(name="opens")
@@ -852,3 +856,11 @@ def test_a_record_that_claims_a_boot_file_as_a_carried_tarball_explains_nothing(
     with pytest.raises(NodePluginError, match="does not carry the tarball of orch-agent"):
         apply_plugins(ApplyRequest(src=base, plugins=[], rebase_from=tampered, dest=str(tmp_path / "r.iso")),
                       session_factory=FakeSession)
+
+
+def test_an_initramfs_without_the_declared_module_is_refused(tmp_path):
+    FakeSession.initramfs_listing = "usr/lib/modules/6.1.0-99-test/kernel/fs/ext4/ext4.ko\n"  # dracut skipped it
+    base = _image_with_dracut(tmp_path)
+    with pytest.raises(NodePluginError, match="lacks the declared early-boot module orch_mod"):
+        _apply(base, _kmod_plugin(tmp_path), str(tmp_path / "kmod.iso"))
+    assert not os.path.exists(tmp_path / "kmod.iso")
