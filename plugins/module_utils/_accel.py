@@ -77,9 +77,9 @@ def _probe() -> str:
         pass
     verdict = "kvm" if _kvm_boots(qemu, kernel) else "tcg"
     os.makedirs(cache_dir(), exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=cache_dir(), delete=False, encoding="ascii") as handle:
-        handle.write(verdict + "\n")
-    os.replace(handle.name, cached)
+    with tempfile.NamedTemporaryFile("w", dir=cache_dir(), delete=False, encoding="ascii") as partial:
+        partial.write(verdict + "\n")
+    os.replace(partial.name, cached)
     return verdict
 
 

@@ -888,7 +888,8 @@ class ExtFilesystem:
             self._inode_location(path_or_ino)
             return path_or_ino
         ino = self._resolve(path_or_ino, follow)
-        assert ino is not None
+        if ino is None:  # _resolve raises itself unless missing_ok; this keeps the promise of an int
+            raise NodePluginError(f"{quote(path_or_ino)} does not exist in the image", path=self.name)
         return ino
 
     def lookup(self, path: str, *, follow: bool = True) -> int:
@@ -1157,7 +1158,7 @@ class ExtFilesystem:
         for first, count, kind, group in reversed(layout[max(0, index - 8):index + 1]):
             if first <= block < first + count:
                 table_inodes = None
-                if kind == BlockKind.INODE_TABLE:
+                if kind == BlockKind.INODE_TABLE and group is not None:  # every inode table has its group
                     per_block = self.block_size // self.superblock.inode_size
                     start = group * self.superblock.inodes_per_group + (block - first) * per_block + 1
                     end = min(start + per_block, (group + 1) * self.superblock.inodes_per_group + 1)

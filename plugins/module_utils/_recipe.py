@@ -234,7 +234,7 @@ class _SubsetParser(KickstartParser):
         super().__init__(_subset_handler(), followIncludes=True, missingIncludeIsFatal=True)
 
     def setupSections(self) -> None:
-        self._sections = {}
+        self._sections: dict[str, object] = {}  # section opener ('%post') -> its pykickstart Section
         pre, post, packages = _make_sections(self.checks)
         self.registerSection(pre(self.handler, dataObj=KickstartScript))
         self.registerSection(post(self.handler, dataObj=KickstartScript))
