@@ -338,6 +338,9 @@ def _write_tar(sink: io.RawIOBase, members: list[Member], mtime: int) -> None:
                     archive.addfile(_tarinfo(name, 0, mtime, directory=True))
                 elif member.data is not None:
                     archive.addfile(_tarinfo(name, len(member.data), mtime), io.BytesIO(member.data))
+                elif member.source is None:
+                    raise NodePluginError(f"member {excerpt(name)} has neither bytes nor a source file",
+                                          hint="give each Member its data or its source")
                 else:
                     with open(member.source, "rb") as handle:
                         size = os.fstat(handle.fileno()).st_size
@@ -385,7 +388,8 @@ def _refuse(path: str, member: str, rule: str, hint: str | None = None) -> NodeP
                            hint=hint or "the plugin is damaged or was tampered with; get it again from the vendor")
 
 
-_HEADER_ERROR = tarfile.SubsequentHeaderError  # tarfile turns it into ReadError, which _scan reports
+# tarfile turns it into ReadError, which _scan reports. typeshed's tarfile lacks this (undocumented) class.
+_HEADER_ERROR = tarfile.SubsequentHeaderError  # type: ignore[attr-defined]
 _SPARSE = tarfile.GNUTYPE_SPARSE
 _EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
                      tarfile.SOLARIS_XHDTYPE)
@@ -503,6 +507,8 @@ def _read_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, exp
                  sink=None, keep_prefix: int = 0) -> tuple[str, int, bytes]:
     """Stream a member: sha256 and size counted from the bytes read; the first keep_prefix bytes kept."""
     stream = archive.extractfile(info)
+    if stream is None:  # _check_type lets through only regular files, which tarfile always opens
+        raise _refuse(path, info.name, "not a regular file")
     digest, count, prefix = hashlib.sha256(), 0, bytearray()
     while True:
         chunk = stream.read(_CHUNK)
@@ -529,7 +535,8 @@ def _check_rpm_header(path: str, name: str, package: PackageEntry, rpm_file: str
         raise _refuse(path, name, f"RPM header says {excerpt(header.nevra)}, the manifest says {package.nevra}")
 
 
-def _scan(path: str, limits: Limits, extractor: _Extractor | None) -> _ScanState:
+def _scan(path: str, limits: Limits, extractor: _Extractor | None) -> tuple[_ScanState, PluginManifest]:
+    """Every member checked (and written by the extractor, if any); the state of the scan and its manifest."""
     state = _ScanState()
     expected: dict[str, PackageEntry] = {}
     try:
@@ -543,12 +550,13 @@ def _scan(path: str, limits: Limits, extractor: _Extractor | None) -> _ScanState
         except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise NodePluginError(f"the tarball is damaged ({bounded(str(exc))})", path=path,
                                   hint="get the plugin again from the vendor") from exc
-    if state.manifest is None:
+    manifest = state.manifest
+    if manifest is None:
         raise NodePluginError("no manifest.json: not a plugin", path=path)
-    missing = sorted((set(expected) | {state.manifest.recipe.file}) - state.seen)
+    missing = sorted((set(expected) | {manifest.recipe.file}) - state.seen)
     if missing:
         raise _refuse(path, missing[0], "listed in manifest.json but missing from the tarball")
-    return state
+    return state, manifest
 
 
 def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, count: int, limits: Limits,
@@ -568,12 +576,17 @@ def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, cou
         if name != RPMS_DIR:
             raise _refuse(path, name, "not listed in manifest.json (the only folder is rpms/)")
         return
+    manifest = state.manifest  # None only while the first member, manifest.json, is read
+    recipe_sha256 = None
     if name == MANIFEST:
         bound = limits.max_manifest_bytes
+    elif manifest is None:
+        raise _refuse(path, name, "manifest.json must be the first member")
     elif name == SIGNATURE:
         bound = limits.max_signature_bytes
-    elif name == state.manifest.recipe.file:
+    elif name == manifest.recipe.file:
         bound = limits.max_recipe_bytes
+        recipe_sha256 = manifest.recipe.sha256
     elif name in expected:
         bound = expected[name].size
     else:
@@ -607,7 +620,7 @@ def _scan_member(path: str, archive: tarfile.TarFile, info: tarfile.TarInfo, cou
     elif name == SIGNATURE:
         state.signature = content
     else:
-        if hashlib.sha256(content).hexdigest() != state.manifest.recipe.sha256:
+        if hashlib.sha256(content).hexdigest() != recipe_sha256:
             raise _refuse(path, name, "digest mismatch: its sha256 differs from manifest.json")
         state.recipe_text = decode_recipe(content, f"{path}: {name}", limits.max_recipe_bytes)
     if extractor:
@@ -649,7 +662,7 @@ class PluginArchive:
         except OSError as exc:
             raise NodePluginError(f"cannot extract the plugin: {exc.strerror}", path=dest_dir) from exc
         try:
-            state = _scan(self.path, self.limits, extractor)
+            state, _manifest = _scan(self.path, self.limits, extractor)
             if state.manifest_bytes != self.manifest_bytes:
                 raise NodePluginError("the plugin changed since it was opened", path=self.path)
         except BaseException as exc:
@@ -720,7 +733,7 @@ def open_plugin(path: str, *, keyring: str | None = None, require_signature: boo
     keys = TemporaryKeyring(keyring) if keyring else None
     try:
         try:
-            state = _scan(path, limits, None)
+            state, manifest = _scan(path, limits, None)
         except OSError as exc:
             raise NodePluginError(f"cannot read the plugin: {exc.strerror}", path=path) from exc
         recipe = parse_recipe(state.recipe_text, source=f"{path}: {RECIPE}", max_bytes=limits.max_recipe_bytes)
@@ -737,7 +750,7 @@ def open_plugin(path: str, *, keyring: str | None = None, require_signature: boo
     finally:
         if keys is not None:
             keys.close()
-    return PluginArchive(path=path, sha256=file_sha256(path), size=info.st_size, manifest=state.manifest,
+    return PluginArchive(path=path, sha256=file_sha256(path), size=info.st_size, manifest=manifest,
                          manifest_bytes=state.manifest_bytes, recipe=recipe, recipe_text=state.recipe_text,
                          signature=state.signature, signer=signer, limits=limits,
                          members_mtime=next(iter(state.mtimes)) if len(state.mtimes) == 1 else None)
