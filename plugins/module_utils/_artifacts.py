@@ -119,12 +119,16 @@ def parse_ref(text: str, checksum: str | None = None) -> ArtifactRef:
     return _reference(words[0], words[1] if len(words) == 2 else checksum or None)
 
 
+def _no_checksum(ref: ArtifactRef) -> NodePluginError:
+    return NodePluginError(f"the URL {excerpt(ref.src)} has no checksum",
+                           hint="append its sha256 (' sha256:<hex>'): what is fetched over a network is "
+                                "used only when its checksum holds")
+
+
 def _reference(src: str, checksum: str | None) -> ArtifactRef:
     ref = ArtifactRef(_local(src), Checksum.parse(checksum, allowed=REFERENCE_ALGORITHMS) if checksum else None)
     if ref.is_url and ref.checksum is None:
-        raise NodePluginError(f"the URL {excerpt(ref.src)} has no checksum",
-                              hint="append its sha256 (' sha256:<hex>'): what is fetched over a network is "
-                                   "used only when its checksum holds")
+        raise _no_checksum(ref)
     if ref.is_url and (not ref.name or ref.name.startswith(".") or "\0" in ref.name or len(ref.name) > 255):
         raise NodePluginError(f"the URL {excerpt(ref.src)} names no file that can be kept under its name",
                               hint="give the URL of the file itself, whose name does not start with '.'")
@@ -203,8 +207,9 @@ def download(url: str, dest: str, *, checksum: Checksum | None = None, attempts:
         os.close(handle)
         try:
             seen = _fetch_once(url, partial, checksum, timeout)
-            mismatched = checksum is not None and seen != checksum.hexdigest
-            if mismatched:
+            mismatched = False
+            if checksum is not None and seen != checksum.hexdigest:
+                mismatched = True
                 raise _Attempt(f"its {checksum.algorithm} is {seen}")
             os.replace(partial, dest)
         except _Attempt as exc:
@@ -218,7 +223,7 @@ def download(url: str, dest: str, *, checksum: Checksum | None = None, attempts:
         if checksum is not None and checksum.algorithm == "sha256":
             remember(dest, checksum.hexdigest)
         return dest
-    if mismatched:
+    if mismatched and checksum is not None:
         raise NodePluginError(
             f"{what} does not have the expected {checksum.algorithm} {checksum.hexdigest} "
             f"({'; '.join(failures)}), refused",
@@ -294,6 +299,8 @@ def _fetch_one(ref: ArtifactRef, dest: str, request: FetchRequest) -> FetchedArt
         return FetchedArtifact(ref.src, os.path.abspath(ref.src), cached_sha256(ref.src), False)
     target = os.path.join(dest, ref.name)
     checksum = ref.checksum
+    if checksum is None:  # parse_ref refuses a URL without one; an ArtifactRef made by hand may lack it
+        raise _no_checksum(ref)
     if os.path.isfile(target) and file_digest(target, checksum.algorithm) == checksum.hexdigest:
         return FetchedArtifact(ref.src, target, cached_sha256(target), False)
     if request.check_mode:
@@ -415,8 +422,8 @@ def publish_artifacts(request: PublishRequest) -> PublishResult:
         for path, item in zip(request.src, files):
             if item.changed:
                 _copy_into(path, item.path, item.sha256)
-        handle, partial = tempfile.mkstemp(prefix=f".{SUMS}.", dir=folder, text=True)
-        with os.fdopen(handle, "w", encoding="utf-8") as sums_file:
+        sums_fd, partial = tempfile.mkstemp(prefix=f".{SUMS}.", dir=folder, text=True)
+        with os.fdopen(sums_fd, "w", encoding="utf-8") as sums_file:
             sums_file.write(sums)
         os.chmod(partial, 0o644)
         os.replace(partial, sums_path)
