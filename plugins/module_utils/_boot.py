@@ -284,7 +284,8 @@ def run_qemu(argv: Sequence[str], *, path: str, timeout: float, marker_regex: st
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         reader.join(5)
-        process.stdout.close()
+        if process.stdout is not None:  # always a pipe here (stdout=PIPE)
+            process.stdout.close()
     log = reader.text()
     return BootResult(path=path, ok=ok, marker=marker, seconds=round(seconds, 2),
                       log=f"$ {shlex.join(argv)}\n{log}", reason=reason)

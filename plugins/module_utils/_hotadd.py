@@ -252,7 +252,7 @@ def _facts_command(names: Sequence[str], paths: Sequence[str]) -> str:
 
 
 def _installed(text: str) -> dict[str, InstalledRpm]:
-    found = {}
+    found: dict[str, InstalledRpm] = {}
     for line in text.splitlines():
         fields = line.split("\t")
         if len(fields) == 6 and fields[1].isdigit():
@@ -563,7 +563,7 @@ def _install(connection: NodeConnection, node: RunningNode, plan: _Plan, archive
     upgraded = [step for step in plan.transaction if step.action == "upgrade"]
     with _Workspace(connection) as workspace:
         files = _upload(workspace, plan.transaction) if plan.transaction else []
-        failure = None
+        failure: tuple[str, ShellOutcome | None] | None = None  # what failed, and the command's outcome if one ran
         if files:
             outcome = _logged(result, "rpm -U", connection.run(_rpm_command(node, ["-Uvh", "--nosignature", *files])))
             if outcome.exit_status != 0:
@@ -589,14 +589,14 @@ def _install(connection: NodeConnection, node: RunningNode, plan: _Plan, archive
                            outcome)
                 break
     if failure is not None:
-        message, outcome = failure
+        message, failed_outcome = failure
         undone = _rollback(connection, node, [name for name in fresh if name in after.installed], result)
         lost = [f"{step.before} -> {step.header.nevra}" for step in upgraded]
         if lost:
             undone += ("; upgraded packages stay at the new version until the Node reboots: " + ", ".join(lost))
         raise NodePluginError(f"{connection.target}: hot-add of {archive.manifest.name} {archive.manifest.version} "
                               f"failed: {message}; no record written; {undone}",
-                              details=outcome.output[-_OUTPUT_LIMIT:] if outcome else None,
+                              details=failed_outcome.output[-_OUTPUT_LIMIT:] if failed_outcome else None,
                               hint="the output above is what ran on the Node")
     return after
 

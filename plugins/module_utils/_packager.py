@@ -103,6 +103,9 @@ def image_packages(request: PluginBuildRequest, workdir: str) -> list[InstalledP
     """The target image's packages, from a package list file or from the ISO's rpm database (with file lists)."""
     if request.target_packages:
         return read_package_list(request.target_packages)
+    if not request.target_iso:
+        raise NodePluginError("neither target packages nor a target ISO given",
+                              hint="the packager ships only what the target image lacks, so it must know the image")
     try:
         from ._rpmdb import rpm_database_from_iso  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
@@ -112,7 +115,8 @@ def image_packages(request: PluginBuildRequest, workdir: str) -> list[InstalledP
 
 
 def _headers(paths: list[str]) -> list[RpmHeader]:
-    headers, names = [], {}
+    headers: list[RpmHeader] = []
+    names: dict[str, str] = {}  # package name -> the file that gave it
     for path in paths:
         header = read_header(path)
         if header.source:
@@ -168,13 +172,13 @@ def _gpg_env(request: PluginBuildRequest) -> dict[str, str] | None:
     return {"GNUPGHOME": request.gnupg_home} if request.gnupg_home else None
 
 
-def _signing_fingerprints(request: PluginBuildRequest) -> set[str]:
-    listing = run(["gpg", "--batch", "--no-tty", "--with-colons", "--list-secret-keys", request.sign_key],
+def _signing_fingerprints(request: PluginBuildRequest, sign_key: str) -> set[str]:
+    listing = run(["gpg", "--batch", "--no-tty", "--with-colons", "--list-secret-keys", sign_key],
                   env=_gpg_env(request), check=False)
     fingerprints = {line.split(":")[9].lower() for line in listing.stdout.decode().splitlines()
                     if line.startswith("fpr:")}
     if listing.returncode != 0 or not fingerprints:
-        raise NodePluginError(f"no secret key '{request.sign_key}' to sign with",
+        raise NodePluginError(f"no secret key '{sign_key}' to sign with",
                               hint="check the key id (gpg --list-secret-keys) and the GnuPG home")
     return fingerprints
 
@@ -195,8 +199,8 @@ def _signature_valid(request: PluginBuildRequest, signature: bytes, data: bytes,
     return False
 
 
-def _sign(request: PluginBuildRequest, manifest_bytes: bytes) -> bytes:
-    return sign_detached(manifest_bytes, request.sign_key, gnupg_home=request.gnupg_home)
+def _sign(request: PluginBuildRequest, sign_key: str, manifest_bytes: bytes) -> bytes:
+    return sign_detached(manifest_bytes, sign_key, gnupg_home=request.gnupg_home)
 
 
 def build_plugin(request: PluginBuildRequest) -> PluginBuildResult:
@@ -256,13 +260,13 @@ def build_plugin(request: PluginBuildRequest) -> PluginBuildResult:
         signature = None
         with timer.stage("sign"):
             if request.sign_key:
-                fingerprints = _signing_fingerprints(request)
+                fingerprints = _signing_fingerprints(request, request.sign_key)
                 if existing is not None and existing.signature is not None and \
                         existing.manifest_bytes == manifest_bytes and \
                         _signature_valid(request, existing.signature, manifest_bytes, fingerprints):
                     signature = existing.signature
                 elif not request.check_mode:
-                    signature = _sign(request, manifest_bytes)
+                    signature = _sign(request, request.sign_key, manifest_bytes)
         unknown_signature = bool(request.sign_key) and signature is None
         if signature is not None:
             members.append(Member(SIGNATURE, data=signature))

@@ -283,9 +283,9 @@ class Resolver:
         except ElementTree.ParseError as exc:
             raise NodePluginError(f"repodata/repomd.xml is not XML ({exc})", path=base) from exc
         primary = root.find("repo:data[@type='primary']/repo:location", _REPOMD_NS)
-        if primary is None or not primary.get("href"):
+        href = None if primary is None else primary.get("href")
+        if not href:
             raise NodePluginError("repodata/repomd.xml names no primary metadata", path=base)
-        href = primary.get("href")
         if href.startswith("/") or ".." in href.split("/"):
             raise NodePluginError(f"repodata/repomd.xml names primary metadata outside the repository: {excerpt(href)}",
                                   path=base)
