@@ -184,15 +184,16 @@ class NbdExport:
         self._closing.clear()
         self._folder = _private_socket_dir()
         try:
-            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._listener.bind(self.socket_path)
-            self._listener.listen(8)
+            self._listener = listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(self.socket_path)
+            listener.listen(8)
             self._wake_r, self._wake_w = os.pipe()
         except OSError as exc:
             self._remove_files()
             raise NodePluginError(f"cannot listen on a unix socket: {exc.strerror}", path=self._folder) from exc
-        self._pool = concurrent.futures.ThreadPoolExecutor(self._workers, thread_name_prefix="nbd-read")
-        self._accept_thread = threading.Thread(target=self._accept_loop, name="nbd-accept", daemon=True)
+        self._pool = pool = concurrent.futures.ThreadPoolExecutor(self._workers, thread_name_prefix="nbd-read")
+        self._accept_thread = threading.Thread(target=self._accept_loop, args=(listener, pool), name="nbd-accept",
+                                               daemon=True)
         self._accept_thread.start()
         LOG.debug("NBD export of %s (%d bytes) at %s", self.label, self.size, self.socket_path)
 
@@ -250,20 +251,20 @@ class NbdExport:
             raise self.error()
 
     # -- serving ----------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listener: socket.socket, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         selector = selectors.DefaultSelector()
-        selector.register(self._listener, selectors.EVENT_READ)
+        selector.register(listener, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
         try:
             while not self._closing.is_set():
                 for key, _events in selector.select():
-                    if key.fileobj is not self._listener or self._closing.is_set():
+                    if key.fileobj is not listener or self._closing.is_set():
                         continue
                     try:
-                        conn, _address = self._listener.accept()
+                        conn, _address = listener.accept()
                     except OSError:
                         continue
-                    thread = threading.Thread(target=self._serve, args=(conn,), name="nbd-conn", daemon=True)
+                    thread = threading.Thread(target=self._serve, args=(conn, pool), name="nbd-conn", daemon=True)
                     with self._lock:
                         self._connections[thread] = conn
                         self.stats.connections += 1
@@ -271,11 +272,11 @@ class NbdExport:
         finally:
             selector.close()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         try:
             with conn:
                 if self._handshake(conn):
-                    self._transmission(conn)
+                    self._transmission(conn, pool)
         except _Disconnect:
             pass
         except OSError as exc:
@@ -309,8 +310,8 @@ class NbdExport:
                 if data:
                     _option_reply(conn, option, _REP_ERR_INVALID)
                     continue
-                name = self.name.encode()
-                _option_reply(conn, option, _REP_SERVER, struct.pack(">I", len(name)) + name)
+                export_name = self.name.encode()
+                _option_reply(conn, option, _REP_SERVER, struct.pack(">I", len(export_name)) + export_name)
                 _option_reply(conn, option, _REP_ACK)
             elif option in (_OPT_INFO, _OPT_GO):
                 requests = _parse_info_request(data)
@@ -333,7 +334,7 @@ class NbdExport:
                 # STARTTLS, STRUCTURED_REPLY, meta contexts...: simple replies and plain reads suffice.
                 _option_reply(conn, option, _REP_ERR_UNSUP)
 
-    def _transmission(self, conn: socket.socket) -> None:
+    def _transmission(self, conn: socket.socket, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         send_lock = threading.Lock()
         in_flight = threading.BoundedSemaphore(_MAX_IN_FLIGHT)
         pending: set[concurrent.futures.Future] = set()
@@ -349,7 +350,7 @@ class NbdExport:
                         _send_reply(conn, send_lock, _EINVAL, handle)
                         continue
                     in_flight.acquire()
-                    future = self._pool.submit(self._read, conn, send_lock, handle, offset, length)
+                    future = pool.submit(self._read, conn, send_lock, handle, offset, length)
                     future.add_done_callback(lambda _f: in_flight.release())
                     pending.add(future)
                     pending = {f for f in pending if not f.done()}

@@ -212,7 +212,7 @@ class RootImageSession:
 
     def launch(self) -> None:
         if self.grow_to_mib and isinstance(self.root_image, str):
-            self._grow_file(self.grow_to_mib)
+            self._grow_file(self.root_image, self.grow_to_mib)
         apply_libguestfs_env()
         started = time.monotonic()
         g = _new_handle()
@@ -284,6 +284,9 @@ class RootImageSession:
             self._add_drive(g, self.root_image, label=self.label, readonly=self.readonly)
             return
         # Writable over a source: every write lands in the overlay, one cluster per squashfs block.
+        if self.overlay is None:  # __init__ refuses a writable session over a source without one
+            raise NodePluginError("a writable session over a source image needs an overlay for its writes",
+                                  path=self.label, hint="give RootImageSession an overlay path")
         export = self._export(self.root_image, self.label)
         size = self.root_image.size
         if self.grow_to_mib:
@@ -335,11 +338,11 @@ class RootImageSession:
                                   hint="use a 'part / --size' at least as large as the current image")
         return wanted
 
-    def _grow_file(self, size_mib: int) -> None:
-        current = os.path.getsize(self.root_image)
+    def _grow_file(self, path: str, size_mib: int) -> None:
+        current = os.path.getsize(path)
         wanted = self._grown_size(current, size_mib)
         if wanted > current:
-            with open(self.root_image, "r+b") as image:
+            with open(path, "r+b") as image:
                 image.truncate(wanted)
 
     @property
