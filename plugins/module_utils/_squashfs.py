@@ -50,7 +50,8 @@ try:
     import zstandard
     HAS_ZSTANDARD = True
 except ImportError:
-    zstandard = None
+    # zstandard ships types, so mypy takes the name for the module; None means not installed (HAS_ZSTANDARD).
+    zstandard = None  # type: ignore[assignment]
     HAS_ZSTANDARD = False
 
 try:
@@ -311,10 +312,10 @@ class _Codec:
                     raise self._fail(what, "longer than expected" if stream.unconsumed_tail else "truncated")
                 return out
             if self.name in ("xz", "lzma"):
-                stream = lzma.LZMADecompressor(lzma.FORMAT_XZ if self.name == "xz" else lzma.FORMAT_ALONE,
-                                               memlimit=256 << 20)
-                out = stream.decompress(data, limit)
-                if not stream.eof:
+                xz_stream = lzma.LZMADecompressor(lzma.FORMAT_XZ if self.name == "xz" else lzma.FORMAT_ALONE,
+                                                  memlimit=256 << 20)
+                out = xz_stream.decompress(data, limit)
+                if not xz_stream.eof:
                     raise self._fail(what, "longer than expected" if len(out) >= limit else "truncated")
                 return out
             if self.name == "lz4":
@@ -373,7 +374,8 @@ def _xz_single_call(data: bytes, dict_size: int) -> bytes:
     payload = lzma.compress(data, format=lzma.FORMAT_RAW, filters=[lzma2])
     flags = b"\x00\x01"
     header = b"\xfd7zXZ\x00" + flags + _U32.pack(zlib.crc32(flags))
-    properties = lzma._encode_filter_properties(lzma2)  # pylint: disable=protected-access
+    # Private to the lzma module and so absent from typeshed: the only way to the LZMA2 properties byte.
+    properties = lzma._encode_filter_properties(lzma2)  # type: ignore[attr-defined]  # pylint: disable=protected-access
     fields = b"\xc0" + _vli(len(payload)) + _vli(len(data)) + _vli(lzma.FILTER_LZMA2) + _vli(len(properties)) \
         + properties
     size = -(-(1 + len(fields) + 4) // 4) * 4
@@ -822,7 +824,7 @@ class SquashfsImage:
             sb = self.superblock
             positions = self._fragment_positions()
             data = self._read_table("fragment table", positions, sb.fragment_count, 16, sb.fragment_table_start)
-            entries = []
+            entries: list[FragmentEntry] = []
             for start, word, _unused in _FRAGMENT_ENTRY.iter_unpack(data):
                 stored = word & ~UNCOMPRESSED_BLOCK
                 if word >> 25 or not 0 < stored <= sb.block_size or \
@@ -1411,24 +1413,27 @@ def _plan(image: SquashfsImage, target: SquashfsInode, new_size: int, changed: M
     for index in range(count):
         length = min(block_size, new_size - index * block_size)
         base_block = base_blocks[index] if index < len(base_blocks) else None
-        same_shape = base_block is not None and base_block.size == length
-        content = None
+        same_shape = base_block if base_block is not None and base_block.size == length else None
+        kept = None  # the base's block, reused as stored: unchanged, or "changed" to the bytes it holds
+        content = b""
         if index in changed:
             content = changed[index]
             if len(content) != length:
                 raise NodePluginError(f"changed block {index} holds {len(content)} bytes; block {index} of a file of "
                                       f"{new_size} bytes has {length}", path=image.name)
-            if compare and same_shape and content == image.read_block(base_block):
+            if compare and same_shape is not None and content == image.read_block(same_shape):
                 report.blocks_unchanged_content += 1
-                content = None
-        elif not same_shape:
+                kept = same_shape
+        elif same_shape is not None:
+            kept = same_shape
+        else:
             # The base's tail grows (or is cut) into this block: its bytes come from the base, zero-extended.
             old = base_file.read(index * block_size, length)
             content = old + bytes(length - len(old))
-        if content is None and same_shape:
+        if kept is not None:
             words.append(base_blocks.words[index])
-            sources.append(-1 if base_block.sparse else base_block.offset)
-            if base_block.sparse:
+            sources.append(-1 if kept.sparse else kept.offset)
+            if kept.sparse:
                 report.blocks_sparse += 1
             else:
                 report.blocks_reused += 1
@@ -1576,6 +1581,9 @@ def _write_data(image: SquashfsImage, plan: _Plan, packed: SquashfsImage | None,
         if source >= 0:
             copy_from, copy_to = source, source + stored
         elif source <= -2:
+            if packed is None or packed_blocks is None:  # _compress_blocks packs whenever the plan compresses
+                raise NodePluginError(f"block {index} is planned compressed, but no block was compressed",
+                                      path=image.name)
             block = packed_blocks[-2 - source]
             out.write(packed.read_raw(block.offset, block.stored_size))
     if copy_to > copy_from:
@@ -1671,10 +1679,10 @@ def _write_tables(image: SquashfsImage, plan: _Plan, delta: int, out, workdir: s
             seen_dirs.add(child.ref)
             stack.append((child, image.listdir(child), 0, []))
             continue
-        ref = new_refs.get(child.ref)
-        if ref is None:
-            ref = emit_file(child) if child.is_file else emit(child)
-        done.append((entry.raw_name, ref, entry.number, entry.type))
+        child_ref = new_refs.get(child.ref)
+        if child_ref is None:
+            child_ref = emit_file(child) if child.is_file else emit(child)
+        done.append((entry.raw_name, child_ref, entry.number, entry.type))
     if len(numbers) != sb.inode_count:
         raise IncrementalUnsupported(f"the tree reaches {len(numbers)} inodes, the superblock counts {sb.inode_count}",
                                      path=image.name)
