@@ -7,11 +7,12 @@ export PATH := $(VENV)/bin:/usr/sbin:/sbin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export OVIRT_NODE_PLUGINS_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: all setup demo test unit integration sanity lint build-collection molecule fixtures bench clean help
+.PHONY: all setup demo test mypy unit integration sanity lint build-collection molecule fixtures bench clean help
 
 help:
 	@echo "make demo      the main job, end to end (build fixture ISO, pack plugin, rebuild, verify, boot)"
-	@echo "make test      every test and gate (pytest, ansible-test sanity, ansible-lint, collection build)"
+	@echo "make test      every test and gate (mypy, pytest, ansible-test sanity, ansible-lint, collection build)"
+	@echo "make mypy      type checks of the plugins (config in pyproject.toml; seconds)"
 	@echo "make setup     install system packages, .venv and the collection link (run by the others)"
 	@echo "make fixtures  build the Node-like fixture ISO and example plugins (cached) and print paths"
 	@echo "make bench     benchmarks, printed as ratios against baselines measured in the same run"
@@ -25,6 +26,9 @@ demo: setup
 
 test: setup
 	@./hack/test all
+
+mypy: setup
+	@./hack/test mypy
 
 unit: setup
 	@./hack/test unit
@@ -51,4 +55,4 @@ bench: setup
 	@$(PY) -m bench.run
 
 clean:
-	rm -rf build out tests/output .pytest_cache ovirt-node_plugins-*.tar.gz
+	rm -rf build out tests/output .pytest_cache .mypy_cache ovirt-node_plugins-*.tar.gz
