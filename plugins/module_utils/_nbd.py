@@ -376,7 +376,7 @@ class NbdExport:
             if len(data) != length:
                 raise NodePluginError(f"the source returned {len(data)} bytes instead of {length}")
             error = 0
-        except Exception as exc:  # pylint: disable=broad-exception-caught - any failure is EIO
+        except Exception as exc:  # any failure is EIO; pylint: disable=broad-exception-caught
             reason = exc.render() if isinstance(exc, NodePluginError) else f"{type(exc).__name__}: {exc}"
             with self._lock:
                 self.failures.append(ReadFailure(offset, length, reason[:_REASON_MAX]))

@@ -3,8 +3,9 @@
 """The packages and plugins installed in a Node image, read without booting it and without libguestfs.
 
 The image's rpm database folder is copied out of the root file system (read with _extfs: from the
-ISO that is a lazy read of the squashfs, no unpacking) and queried with the host's rpm bindings: rpm's sqlite backend, or for Fedora 17, EL6 and EL7 images their Berkeley DB
-``Packages`` through rpm's read-only ``bdb_ro`` backend. Each package is read with its file list, as
+ISO that is a lazy read of the squashfs, no unpacking) and queried with the host's rpm bindings: rpm's
+sqlite backend, or for Fedora 17, EL6 and EL7 images their Berkeley DB ``Packages`` through rpm's
+read-only ``bdb_ro`` backend. Each package is read with its file list, as
 rpm itself uses it to meet file requirements. Plugin records are the edit-node files
 ``/etc/ovirt-plugins.d/<name>``. rpmdb_write_problem tells, from the image's own rpm configuration,
 whether the image's rpm can write its database (a build installs packages with it).

@@ -669,18 +669,18 @@ def _finish(request: VerifyRequest, sha256: str, checks: list[Check], timer: Sta
     certified = all(check.passed for check in checks)
     report_changed, signature = False, None
     if request.report:
-        report_changed, signature = _write_report(request, sha256, checks, certified)
+        report_changed, signature = _write_report(request, request.report, sha256, checks, certified)
     return VerifyResult(certified=certified, sha256=sha256, checks=checks, report=request.report,
                         report_changed=report_changed, signature=signature, durations=timer.durations)
 
 
-def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], certified: bool) -> tuple[bool, str | None]:
+def _write_report(request: VerifyRequest, report: str, sha256: str, checks: list[Check],
+                  certified: bool) -> tuple[bool, str | None]:
     """Write the report (and its .asc) unless an existing one says the same; returns (changed, signature path)."""
-    assert request.report is not None  # _finish writes a report only when one is asked for
     document = report_document(iso=request.report_iso or request.src, sha256=sha256, checks=checks,
                                certified=certified, asked=request.asked())
-    signature_path = f"{request.report}.asc" if request.sign_key else None
-    existing = read_report(request.report)
+    signature_path = f"{report}.asc" if request.sign_key else None
+    existing = read_report(report)
     if existing is not None:
         existing.pop("time", None)
     unchanged = existing == document and (signature_path is None or os.path.isfile(signature_path))
@@ -688,7 +688,7 @@ def _write_report(request: VerifyRequest, sha256: str, checks: list[Check], cert
         return not unchanged, signature_path
     document["time"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     content = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    atomic_write(request.report, content)
+    atomic_write(report, content)
     if signature_path and request.sign_key:
         atomic_write(signature_path, sign_detached(content, request.sign_key, gnupg_home=request.gnupg_home))
     return True, signature_path

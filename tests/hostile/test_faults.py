@@ -47,7 +47,7 @@ def _small_tmpfs(mount_point: str, size: str) -> str:
 
 @pytest.mark.parametrize("stage, delay", [("[apply: image]", 20), ("[verify: image]", 10)])
 def test_a_build_killed_at_a_stage_keeps_the_previous_output_and_a_rerun_converges(case, build_inputs, stage,
-                                                                                    delay):
+                                                                                   delay):
     build_inputs.keep_previous(case)
     args = build_inputs.args(case.out, build_inputs.good_plugin)
     before = case.snapshot()

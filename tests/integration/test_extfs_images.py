@@ -438,8 +438,8 @@ def test_fixture_rpm_database_copy_matches_debugfs_rdump(node_iso, tmp_path):
     os.makedirs(tmp_path / "debugfs")
     version_file = tmp_path / "version"
     listing_text, _rdump, _dump = _debugfs(root_image, ['ls -p "/var/lib/rpm"',
-                                                       f'rdump "/var/lib/rpm" "{tmp_path / "debugfs"}"',
-                                                       f'dump "/etc/default/version" "{version_file}"'])
+                                                        f'rdump "/var/lib/rpm" "{tmp_path / "debugfs"}"',
+                                                        f'dump "/etc/default/version" "{version_file}"'])
     reference = str(tmp_path / "debugfs" / "rpm")
     reference_version = version_file.read_bytes()
     debugfs_seconds = time.monotonic() - started

@@ -87,7 +87,7 @@ def lab(node_iso, example_rpms, tmp_path_factory):
                            persist=(AGENT_CONF,)),
         "failing-post": _pack(root, "hello-plugin", "0.1", example_rpms.by_name["hello-plugin"], example_rpms,
                               node_iso.iso, recipe=_packages_recipe("hello-plugin", "hello-plugin",
-                                                                     "echo about to fail\nexit 3\n")),
+                                                                    "echo about to fail\nexit 3\n")),
         "image-recipe": _pack(root, "hello-plugin", "0.1", example_rpms.by_name["hello-plugin"], example_rpms,
                               node_iso.iso, recipe=(
                                   "repo --name=hello --baseurl=file://rpms\npart / --size 2048\n"

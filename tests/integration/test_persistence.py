@@ -28,7 +28,7 @@ import pytest
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _persist as persist
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._iso import rewrite_iso
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._liveos import (extract_root_image,
-                                                                                squashfs_superblock)
+                                                                                 squashfs_superblock)
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._plugin import open_plugin
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._rootfs import RootImageSession

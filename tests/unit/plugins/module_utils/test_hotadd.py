@@ -121,7 +121,7 @@ def test_output_of_the_node_is_shown_printable_and_bounded():
 
 
 def test_a_plugin_product_matches_the_nodes_product_or_its_code():
-    node = hotadd._node_info(FACTS.split("@@ovirt-hotadd system-release")[0].split("\n", 1)[1], "", "node1")
+    node = hotadd._node_info(FACTS.split("@@ovirt-hotadd system-release", maxsplit=1)[0].split("\n", 1)[1], "", "node1")
     assert node.is_product("ovirt-node-iso")
     assert node.is_product("oVirt Node Hypervisor")
     assert not node.is_product("rhev-hypervisor")

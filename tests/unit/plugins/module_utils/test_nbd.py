@@ -164,7 +164,7 @@ def test_handshake_options(image):
         client.option(6, struct.pack(">I", 5) + b"other" + struct.pack(">H", 0))  # INFO of an unknown export
         assert client.option_reply()[1] == 2**31 + 6
         client.option(6, struct.pack(">I", 4) + b"root" + struct.pack(">HH", 1, 3))  # INFO with block sizes
-        replies = [client.option_reply() for _ in range(3)]
+        replies = [client.option_reply() for _reply in range(3)]
         assert replies[0][2] == struct.pack(">HQH", 0, 2 * 1024 * 1024, TRANSMISSION_FLAGS)
         assert struct.unpack(">HIII", replies[1][2])[:2] == (3, 1)  # minimum block size 1: any alignment
         assert replies[2][1] == 1

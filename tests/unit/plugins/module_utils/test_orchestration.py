@@ -118,7 +118,7 @@ class FakeSession:
                 self.packages[:] = [nevra for nevra in self.packages if nevra.rsplit("-", 2)[0] not in names]
             return CommandResult(tuple(argv), 0, "", 0.0)
         if "--qf" in argv and argv[argv.index("--qf") + 1].startswith("@@name="):
-            asked = [word for word in argv[argv.index("--qf") + 2:]]
+            asked = list(argv[argv.index("--qf") + 2:])
             found = [name for name in self._names() if name in asked]
             return CommandResult(tuple(argv), 0, "".join(f"@@name={name}\n" for name in found), 0.0)
         if "--dbpath" in argv:  # the base image's packages
