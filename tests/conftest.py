@@ -8,12 +8,28 @@ the same thing twice), so only the first run pays for the build.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
 
 from tests.fixtures.nodeiso import FixtureSpec, NodeFixture, build_fixture_iso
 from tests.fixtures.rpms import ExampleRpms, build_example_rpms
+
+
+@pytest.fixture(autouse=True)
+def _blocking_standard_handles() -> None:
+    """Every test starts with blocking standard handles: ansible refuses a non-blocking stdin.
+
+    A child that shares the handle's open file (ssh, a QEMU console) may set O_NONBLOCK on it and,
+    killed on a timeout, never clear it; the flag then reaches every later ansible command of the run.
+    """
+    for descriptor in (0, 1, 2):
+        try:
+            if not os.get_blocking(descriptor):
+                os.set_blocking(descriptor, True)
+        except OSError:  # a closed handle: nothing to share
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from ansible_collections.ovirt.node_plugins.plugins.module_utils import _liveos 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _nodeinfo as nodeinfo
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _rpmdb as rpmdb
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._boot import BOOT_PATHS, boot_iso
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._bootcfg import KernelArgEdits
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._extract import ExtractRequest, extract_iso
 from tests.fixtures.nodeiso import FixtureSpec
 
@@ -75,7 +76,7 @@ def fixture_edited(node_iso, tmp_path_factory):
     work = tmp_path_factory.mktemp("edited")
     # rd.live.check makes dracut run checkisomd5 on the medium at boot: our implant is checked there too.
     edits = iso_mod.edit_boot_configs(node_iso.iso, str(work / "configs"),
-                                      kernel_args=[NEW_ARG, "!quiet", "rd.live.check"], volume_id=NEW_LABEL)
+                                      KernelArgEdits.parse([NEW_ARG, "!quiet", "rd.live.check"]), volume_id=NEW_LABEL)
     out = str(work / "edited.iso")
     result = iso_mod.rewrite_iso(node_iso.iso, out, replace_files=edits.replace_files, volume_id=NEW_LABEL)
     isomd5.implant(out, force=True)

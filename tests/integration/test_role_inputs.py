@@ -89,7 +89,7 @@ def test_every_stage_of_the_roles_has_its_tag(lab):
     listed = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", lab["inventory"],
                              "--list-tags", os.path.join(TOP, "playbooks", "site.yml"),
                              os.path.join(TOP, "playbooks", "package_plugin.yml")],
-                            capture_output=True, text=True, check=True, cwd=TOP,
+                            capture_output=True, text=True, check=True, cwd=TOP, stdin=subprocess.DEVNULL,
                             env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(TOP, ".venv", "collections")))
     tags = {tag.strip() for found in re.findall(r"TASK TAGS: \[([^\]]*)\]", listed.stdout) for tag in found.split(",")}
     for role, expected in ROLE_TAGS.items():

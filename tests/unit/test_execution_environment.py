@@ -52,7 +52,7 @@ def context(tmp_path_factory) -> str:
 
 
 def _run(argv: list[str], **kwargs) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, **kwargs)
     assert done.returncode == 0, f"{' '.join(argv)}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 

@@ -44,7 +44,7 @@ BUILD_OUTPUTS = {
 
 def _build_collection(source: str, output: str) -> str:
     done = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--force", "--output-path",
-                           output, source], capture_output=True, text=True, check=False,
+                           output, source], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
                           env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
     assert done.returncode == 0, done.stdout + done.stderr
     return os.path.join(output, f"ovirt-node_plugins-{VERSION}.tar.gz")

@@ -14,6 +14,7 @@ import tracemalloc
 
 import pytest
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils import _outputs as outputs
 from ansible_collections.ovirt.node_plugins.plugins.module_utils import _plugin_schema
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._errors import NodePluginError
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._packager import PluginBuildRequest, build_plugin
@@ -445,11 +446,15 @@ def test_a_bad_keyring_is_named_never_called_not_signed(good_plugin, tmp_path, c
     assert message.startswith(f"{keyring}: ") and "not signed" not in message
 
 
-def test_a_missing_tmpdir_is_named_not_a_traceback(good_plugin, key, tmp_path, monkeypatch):
+def test_a_missing_tmpdir_falls_back_to_tmp(rpms, key, tmp_path, monkeypatch):
+    """The keyring's GnuPG home lives in the run folder, which falls back to /tmp when TMPDIR is missing."""
+    signed = build_plugin(_request(tmp_path, rpms, sign_key=key.fingerprint, gnupg_home=key.home)).path
     missing = str(tmp_path / "no-such-tmpdir")
     monkeypatch.setattr(tempfile, "tempdir", missing)
-    _refused(good_plugin, f"{missing}: cannot make a temporary folder for the keyring: No such file or directory",
-             keyring=key.public_key)
+    monkeypatch.setattr(outputs, "_run_dir", None)
+    archive = open_plugin(signed, keyring=key.public_key)
+    assert archive.signer == key.fingerprint.lower()
+    assert outputs.run_dir().startswith("/tmp/") and not os.path.exists(missing)
 
 
 @pytest.fixture(scope="module")
