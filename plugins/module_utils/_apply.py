@@ -309,10 +309,11 @@ def prepare(request: ApplyRequest) -> Prepared:
         _check_image_rpm(base)
         archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
                     for path in request.plugins]
-        carried, rebased_from = None, {}
+        carried: lifecycle.Carried | None = None
+        rebased_from: dict = {}
         if request.rebase_from:
             scratch = tempfile.mkdtemp(prefix="ovirt-node-plugins-rebase-")
-            carried, rebased_from = _carried(request, base, archives, scratch)
+            carried, rebased_from = _carried(request, request.rebase_from, base, archives, scratch)
             archives = [open_plugin(path, keyring=request.keyring, require_signature=request.require_signed)
                         for path in carried.paths] + archives
         _check_compatibility(archives, base)
@@ -348,13 +349,13 @@ def prepare(request: ApplyRequest) -> Prepared:
                     skipped=tuple(carried.skipped) if carried else (), scratch=scratch)
 
 
-def _carried(request: ApplyRequest, base: NodeIso, given: Sequence[PluginArchive],
+def _carried(request: ApplyRequest, source: str, base: NodeIso, given: Sequence[PluginArchive],
              folder: str) -> tuple[lifecycle.Carried, dict]:
     """The plugin tarballs the ISO to rebase from carries, extracted into folder (given ones and removed ones
     left out), and that ISO's identity for the record."""
-    if not os.path.isfile(request.rebase_from):
-        raise NodePluginError("the ISO to rebase from does not exist", path=request.rebase_from)
-    with NodeIso(request.rebase_from) as old:
+    if not os.path.isfile(source):
+        raise NodePluginError("the ISO to rebase from does not exist", path=source)
+    with NodeIso(source) as old:
         leave_out = [archive.manifest.name for archive in given] + list(request.remove)
         carried = lifecycle.carried_plugins(old, base, folder, skip_incompatible=request.skip_incompatible,
                                             leave_out=leave_out)
@@ -550,6 +551,9 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
         _write_persist_files(session, prepared)
         selinux = _relabel(session, request)
         live_changes = _live_changes(session, extracted.live_tree, workdir) if extracted.live_tree else {}
+    if session.changes is None:  # a writable session notes its changes when it closes
+        raise NodePluginError("the root image's session ended without noting what it changed",
+                              path=f"{prepared.base.path}:{extracted.root_path}")
     _check_live_changes(prepared, live_changes)
     return ImageEdit(packages=packages, packages_before=records.nevras_of(before["rpm"]),
                      packages_after=records.nevras_of(after["rpm"]), update_files=update_files,
@@ -827,6 +831,8 @@ def write_iso(request: ApplyRequest, prepared: Prepared, planned: Plan, image: I
 def _place_initramfs(prepared: Prepared, initramfs: str, replace: dict[str, str], staging: str) -> None:
     """The rebuilt initramfs wherever the base had its one: files of the tree, and copies inside EFI images."""
     plan = prepared.initramfs
+    if plan is None:  # no kmod plugin: the base's initramfs stays
+        return
     for iso_path in plan.tree_files:
         replace[iso_path] = initramfs
     if not plan.efi_files:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import posixpath
+from collections.abc import Set as AbstractSet
 
 from . import _records as records
 from ._bootcfg import (KernelArgEdits, edit_kernel_args, efiboot_configs, efiboot_files, read_efiboot_bytes,
@@ -79,7 +80,7 @@ def _without_placement(data: bytes, catalog: bool) -> bytes:
     return bytes(entries)
 
 
-def tree_digests(reader: IsoReader, placed_images: set[str] = frozenset()) -> dict[str, str]:
+def tree_digests(reader: IsoReader, placed_images: AbstractSet[str] = frozenset()) -> dict[str, str]:
     """sha256 of every file of the tree but the squashfs; a symlink as ``-> <target>``.
 
     The boot catalog and images with a boot info table (as xorriso finds them, or as ``placed_images``
@@ -172,8 +173,9 @@ def account(iso: IsoReader, reference: TreeReference, record: records.BuildRecor
     carried = {plugin.carried: plugin.sha256 for plugin in record.plugins
                if plugin.carried and records.is_carried_path(plugin.carried)}
     initramfs = record.initramfs if isinstance(record.initramfs.get("sha256"), str) else {}
-    claimed = initramfs.get("files") if isinstance(initramfs.get("files"), list) else []
-    rebuilt = {path for path in claimed if isinstance(path, str)} & boot_entry_files(iso)[1]
+    claimed_files = initramfs.get("files")
+    rebuilt = {path for path in (claimed_files if isinstance(claimed_files, list) else [])
+               if isinstance(path, str)} & boot_entry_files(iso)[1]
     boot = set(boot_files)
     explained = {"config": 0, "efi": 0, "records": 0, "scripts": 0, "carried": 0, "initramfs": 0}
     for path in sorted(set(current) | set(reference.files)):
@@ -253,8 +255,9 @@ def _account_efi_image(iso: IsoReader, image: str, reference: TreeReference, ste
                 problems.append(f"the boot config {inner} inside {image} differs from the base's beyond the recorded "
                                 "edits")
             continue
-        claimed = initramfs.get("efi_files") if isinstance(initramfs.get("efi_files"), dict) else {}
-        rebuilt = isinstance(claimed.get(image), list) and inner in claimed[image] and inner in base
+        claimed_efi = initramfs.get("efi_files")
+        in_image = claimed_efi.get(image) if isinstance(claimed_efi, dict) else None
+        rebuilt = isinstance(in_image, list) and inner in in_image and inner in base
         if now.get(inner) != base.get(inner) and not (rebuilt and now.get(inner) == initramfs.get("sha256")):
             problems.append(f"{inner} inside {image} differs from the base's (boot loader file changed)")
     return problems

@@ -220,7 +220,7 @@ def erase_unneeded(session: RootImageSession, candidates: Sequence[str]) -> Eras
         test = session.run([rpm, "-e", "--test", *names])
         if test.ok:
             break
-        needed = {}
+        needed: dict[str, str] = {}
         for line in test.output.splitlines():
             match = _NEEDED.match(line)
             if match:
@@ -437,7 +437,9 @@ def carried_plugins(old: NodeIso, new_base: NodeIso, folder: str, *, skip_incomp
         raise NodePluginError(f"cannot rebase from this ISO: {old.build_record.problem}", path=old.path,
                               hint="give a customized ISO built by ovirt-plugin-build (it carries its plugins)")
     node = new_base.node
-    wanted, skipped, refused = [], [], []
+    wanted: list[records.RecordedPlugin] = []
+    skipped: list[dict[str, str]] = []
+    refused: list[dict[str, str]] = []
     for plugin in record.plugins:
         if plugin.name in leave_out:
             continue

@@ -468,13 +468,16 @@ def _stripped_iso_cpio_gz(reader: IsoReader, volume_id: str, iso_name: str, work
     cpio = require_tool("cpio")
     with subprocess.Popen([cpio, "-o", "-H", "newc", "--quiet", "--reproducible"], cwd=payload,
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-        process.stdin.write(f"{iso_name}\n".encode())
-        process.stdin.close()
+        names, archive, errors = process.stdin, process.stdout, process.stderr
+        if names is None or archive is None or errors is None:  # all three are pipes above
+            raise NodePluginError("cpio was started without its pipes")
+        names.write(f"{iso_name}\n".encode())
+        names.close()
         # mtime=0 and no file name in the gzip header: equal inputs give equal bytes.
         with gzip.GzipFile(filename="", mode="wb", fileobj=target, compresslevel=1, mtime=0) as packed:
-            for block in iter(lambda: process.stdout.read(_CHUNK), b""):
+            for block in iter(lambda: archive.read(_CHUNK), b""):
                 packed.write(block)
-        stderr = process.stderr.read().decode("utf-8", "replace")
+        stderr = errors.read().decode("utf-8", "replace")
         if process.wait() != 0:
             raise NodePluginError("cpio failed to pack the stripped ISO", details=stderr)
     shutil.rmtree(payload)

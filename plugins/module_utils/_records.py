@@ -22,9 +22,9 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ._errors import NodePluginError
 
@@ -146,7 +146,7 @@ def next_update_number(existing_names: Iterable[str]) -> int:
 
 
 def update_files(number: int, before: Mapping[str, list[str]], after: Mapping[str, list[str]],
-                 installed_plugins: list[str], removed_plugins: list[str] = ()) -> dict[str, bytes]:
+                 installed_plugins: list[str], removed_plugins: Sequence[str] = ()) -> dict[str, bytes]:
     """Files of isolinux/updateN/, by name: manifests, deltas, installed_plugins (and removed_plugins, the
     'name version' of each plugin the edit removed, when it removed any)."""
     if number < 1:
@@ -223,7 +223,7 @@ class RecordedPlugin:
                    kernel_args=tuple(kernel_args), brought=None if brought is None else tuple(brought), carried=carried)
 
 
-def _strings(value: object) -> bool:
+def _strings(value: object) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
@@ -330,9 +330,9 @@ class BuildRecord:
     def origin_info(self) -> Origin:
         """The Node release this ISO's history starts from (see Origin)."""
         if self.origin:
-            packages = self.origin.get("packages")
+            packages, origin_tree = self.origin.get("packages"), self.origin.get("tree")
             return Origin(sha256=str(self.origin.get("sha256", "")), volume_id=str(self.origin.get("volume_id", "")),
-                          tree=self.origin.get("tree") if isinstance(self.origin.get("tree"), dict) else {},
+                          tree=origin_tree if isinstance(origin_tree, dict) else {},
                           packages=packages if _strings(packages) else None)
         first = self.history[0] if self.history and isinstance(self.history[0], dict) else \
             {"base_sha256": self.base_sha256, "base_volume_id": self.base_volume_id, "base_tree": self.base_tree}
@@ -370,10 +370,11 @@ class BuildRecord:
             for item in [*entry.get("plugins", []), *entry.get("removed", [])]:
                 if not isinstance(item, dict):
                     continue
-                brought = item.get("brought")
-                manifest = item.get("manifest") if isinstance(item.get("manifest"), dict) else {}
-                listed = brought if _strings(brought) else [package.get("name") for package in
-                                                            manifest.get("packages", []) if isinstance(package, dict)]
+                brought, manifest = item.get("brought"), item.get("manifest")
+                if not isinstance(manifest, dict):
+                    manifest = {}
+                listed: list[Any] = brought if _strings(brought) else [
+                    package.get("name") for package in manifest.get("packages", []) if isinstance(package, dict)]
                 names.update(name for name in listed if isinstance(name, str))
         return names
 
