@@ -323,8 +323,23 @@ def boot_pxe(tftp_root: str, bootfile: str = "pxelinux.0", *, uefi: bool = False
     if not os.path.isfile(os.path.join(tftp_root, bootfile)):
         raise NodePluginError(f"boot file {bootfile!r} not found in the TFTP folder", path=tftp_root,
                               hint="build the PXE tree first")
-    argv = _qemu_base(memory_mib, uefi) + [
-        "-netdev", f"user,id=n0,tftp={tftp_root},bootfile={bootfile}", "-device", "e1000,netdev=n0", "-boot", "n"]
+    return boot_network(f"user,tftp={tftp_root},bootfile={bootfile}", uefi=uefi, timeout=timeout,
+                        memory_mib=memory_mib, marker_regex=marker_regex, failure_regex=failure_regex,
+                        extra_qemu_args=extra_qemu_args)
+
+
+def boot_network(netdev: str, *, uefi: bool = False, mac: str | None = None, netns: str | None = None,
+                 timeout: float = 300, memory_mib: int | None = None, marker_regex: str | None = None,
+                 failure_regex: str | None = DEFAULT_FAILURE_REGEX, extra_qemu_args: Sequence[str] = ()) -> BootResult:
+    """Network-boot an e1000 NIC on the QEMU ``-netdev`` backend ``netdev`` (without id=), such as
+    ``tap,ifname=tap0,script=no,downscript=no``; the network's DHCP and TFTP servers do the rest.
+
+    ``netns`` runs QEMU in that network namespace (``ip netns exec``), where such a tap device lives.
+    """
+    device = "e1000,netdev=n0" + (f",mac={mac}" if mac else "")
+    argv = _qemu_base(memory_mib, uefi) + ["-netdev", f"{netdev},id=n0", "-device", device, "-boot", "n"]
+    if netns is not None:
+        argv = [require_tool("ip"), "netns", "exec", netns, *argv]
     argv += list(extra_qemu_args)
     return run_qemu(argv, path="pxe-uefi" if uefi else "pxe-bios", timeout=timeout, marker_regex=marker_regex,
                     failure_regex=failure_regex)
