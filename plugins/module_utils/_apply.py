@@ -896,4 +896,3 @@ def build_record(request: ApplyRequest, prepared: Prepared, planned: Plan, image
         removed=[{"name": plugin.name, "version": plugin.version, "sha256": plugin.sha256,
                   "brought": plugin.brought_names(), "erased": sorted(erased & set(plugin.brought_names()))}
                  for plugin in change.removed])
-

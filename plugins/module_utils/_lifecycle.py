@@ -403,7 +403,7 @@ def rebuild_initramfs(session: RootImageSession, plan: InitramfsPlan, workdir: s
     if not os.path.isfile(path) or os.path.islink(path):
         raise NodePluginError("the image's dracut reported success but wrote no initramfs",
                               details=outcome.output.strip()[-4000:])
-    _, listed, listing = outcome.output.partition(_LISTING)
+    _dracut_log, listed, listing = outcome.output.partition(_LISTING)
     if listed:
         missing = [module for module in plan.drivers if not re.search(_module_file(module), listing, re.MULTILINE)]
         if missing:

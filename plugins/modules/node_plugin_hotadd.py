@@ -111,7 +111,6 @@ EXAMPLES = r"""
     - name: Say what a reboot would lose
       ansible.builtin.debug:
         msg: "{{ hotadd.lasts }}"
-      when: hotadd.changed
 """
 
 RETURN = r"""

@@ -150,8 +150,8 @@ def test_an_upgrade_drops_the_dependency_and_the_record_the_new_version_does_not
         assert not iso.exists("/ovirt-plugins/vendor-agent-1.0.plugin.tar.gz")
         assert iso.exists("/ovirt-plugins/hello-plugin-0.1.plugin.tar.gz")
     record = _record(applied.path)
-    assert [(plugin.name, plugin.version) for plugin in record.plugins] == [("hello-plugin", "0.1"),
-                                                                          ("vendor-agent", "2.0")]
+    assert [(plugin.name, plugin.version) for plugin in record.plugins] == [
+        ("hello-plugin", "0.1"), ("vendor-agent", "2.0")]
     # 1.0's kernel arguments are taken back: vendor.debug=1 goes, quiet (every entry of the Node had it) comes back.
     args = _kernel_args(applied.path)["/isolinux/isolinux.cfg#linux"]
     assert "vendor.debug=1" not in args and "quiet" in args
