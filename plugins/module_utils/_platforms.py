@@ -135,7 +135,7 @@ DEBIAN = PlatformFamily(
         "grub-common", "grub-efi-amd64-bin", "grub-pc-bin", "qemu-system-x86", "qemu-utils", "ovmf",
         "openssh-client", "openssh-server", "openssh-sftp-server", "tftp-hpa", "tftpd-hpa", "createrepo-c",
         "dracut-core", "dracut-live", "file", "zstd", "xz-utils", "bzip2", "db5.3-util", "iproute2", "nginx-light",
-        "curl",
+        "curl", "dnsmasq-base",
     }),
 )
 
