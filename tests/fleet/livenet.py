@@ -51,7 +51,11 @@ def _dracut_base(work: str, version: str) -> str:
     """A dracut base folder: the host's dracut, plus dracut-network's modules of the same version, e1000 only."""
     debs = os.path.join(work, "debs")
     os.makedirs(debs)
-    _run(["apt-get", "download", f"{NETWORK_PACKAGE}={version}"], cwd=debs)
+    try:
+        _run(["apt-get", "download", f"{NETWORK_PACKAGE}={version}"], cwd=debs)
+    except RuntimeError:  # a fresh machine whose package lists make setup never needed to update
+        _run(["apt-get", "update", "-q"])
+        _run(["apt-get", "download", f"{NETWORK_PACKAGE}={version}"], cwd=debs)
     unpacked = os.path.join(work, "unpacked")
     for name in os.listdir(debs):
         _run(["dpkg-deb", "-x", os.path.join(debs, name), unpacked])
