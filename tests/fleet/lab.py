@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.ovirt.node_plugins.plugins.module_utils._outputs import _pid_alive
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._pxe import read_sums
 from tests.playbook_run import PLAYBOOKS, TOP, PlayRun, play
 
@@ -97,7 +98,7 @@ class Server:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        while _pid_alive(pid) and time.monotonic() < deadline:  # a zombie counts as gone: PID 1 may not reap
             time.sleep(0.1)
 
     def start(self, daemon: str) -> None:
