@@ -160,7 +160,9 @@ signature:
   returned: always
   type: str
 durations:
-  description: Seconds per stage.
+  description:
+    - Seconds per stage, and C(boot <path>) for each boot of the boot test (how long it took to reach the
+      live root). Timings are not part of the report, so a slower rerun does not change it.
   returned: always
   type: dict
 """

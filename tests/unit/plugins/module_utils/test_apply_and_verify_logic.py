@@ -134,3 +134,26 @@ def test_a_check_passes_only_without_violations():
     assert check.passed and check.to_dict()["passed"] is True
     check.violations.append("broken")
     assert not check.passed
+
+
+def test_a_slower_boot_writes_the_same_boot_evidence(monkeypatch):
+    """A certification repeated on a busier machine must write the same report (a second run reports
+    no change): how long a boot took goes to the stage timings, never into the evidence."""
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._boot import BootResult
+    from ansible_collections.ovirt.node_plugins.plugins.module_utils._run import StageTimer
+
+    request = dataclasses.make_dataclass("Request", ["src", "boot_test", "boot_timeout", "marker_regex"])(
+        "node.iso", "all", 600, None)
+    evidence, timings = [], []
+    for seconds in (12.4, 97.0):
+        def booted(src, path, *, timeout, marker_regex, seconds=seconds):
+            return BootResult(path=path, ok=True, marker={"plugins": []}, seconds=seconds, log="", reason="")
+        monkeypatch.setattr(_verify, "boot_iso", booted)
+        timer = StageTimer()
+        check = _verify._check_boot(request, None, timer)
+        assert check.passed
+        evidence.append(check.evidence)
+        timings.append(timer.durations)
+    assert evidence[0] == evidence[1]
+    assert not any("97" in line for line in evidence[1])
+    assert {value for name, value in timings[1].items() if name.startswith("boot ")} == {97.0}
