@@ -46,3 +46,14 @@ def play(folder: str, inventory: str, playbook: str, extra_vars: dict, *args: st
                               "unreachable": int(match.group(4)), "failed": int(match.group(5))}
              for match in _RECAP.finditer(done.stdout.split("PLAY RECAP")[-1])}
     return PlayRun(rc=done.returncode, recap=recap, output=done.stdout + done.stderr, seconds=seconds)
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The tasks of a play's output that reported a change, with the hosts: what an idempotence failure names."""
+    changed, task = [], "?"
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line.rstrip(" *")
+        elif line.startswith("changed: "):
+            changed.append(f"{task} {line}")
+    return changed

@@ -522,7 +522,7 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
     with session_factory(extracted.root_image, overlay=overlay, block_size=extracted.squashfs.superblock.block_size,
                          label=f"the root image {extracted.root_path.lstrip('/')}", scratch_disk=scratch,
                          grow_to_mib=grow) as session:
-        before = _query_manifests(session)
+        before, _installed = _query_manifests(session)
         for archive, rpm_files in zip(prepared.archives, extracted.install_sets):
             name = archive.manifest.name
             for script in [s for s in archive.recipe.scripts if s.kind == "pre"]:
@@ -535,7 +535,6 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
                 _vendor_step(logs, name, label, session.run_script(
                     script.body, interpreter=script.interpreter, view=view,
                     env=nochroot_env if script.nochroot else None))
-            packages[name] = _write_plugin_records(session, archive)
         brought, erased = _take_back(session, prepared, extracted, records.nevras_of(before["rpm"]), logs)
         initramfs = None
         if prepared.initramfs is not None and prepared.initramfs.kernel_version:
@@ -543,7 +542,9 @@ def edit_image(request: ApplyRequest, prepared: Prepared, planned: Plan, extract
             kmod = sorted({*prepared.change.applied, *(plugin.name for plugin in prepared.change.departing)})
             _vendor_step(logs, ", ".join(kmod), "depmod and initramfs (the image's dracut)"
                          if prepared.initramfs.rebuild else "depmod", initramfs.outcome)
-        after = _query_manifests(session)
+        after, installed = _query_manifests(session)
+        for archive in prepared.archives:
+            packages[archive.manifest.name] = _write_plugin_records(session, archive, installed)
         update_files = _write_update_records(session, prepared, planned.update, before, after)
         release = session.read("/etc/system-release").decode("utf-8", "replace")
         session.write("/etc/system-release",
@@ -596,11 +597,7 @@ def _take_back(session: RootImageSession, prepared: Prepared, extracted: Extract
     stale += [f"{PERSIST_LISTS_DIR}/{plugin.name}" for plugin in change.departing if plugin.name not in applied]
     if change.departing and not image_files(_held_manifests(prepared)):
         stale.append(BOOT_HOOK)
-    if stale:
-        outcome = session.run(["rm", "-f", *stale])
-        if not outcome.ok:
-            raise NodePluginError("could not delete the departing plugins' records in the image",
-                                  details=outcome.output.strip()[-2000:])
+    session.remove(stale)
     return brought, erased
 
 
@@ -626,36 +623,41 @@ def _vendor_step(logs: list[StepLog], plugin: str, step: str, outcome) -> None:
                               hint="the output below is what the step printed inside the image")
 
 
-def _query_manifests(session: RootImageSession) -> dict[str, list[str]]:
-    outcome = session.run([session.rpm_binary(), "-qa", "--qf", records.combined_query()])
+# Besides the manifests, each package's name, version and install date: the plugins' records are written from the
+# same query (one command in the appliance, not one more per plugin).
+_INSTALLED = "installed"
+_INSTALLED_QUERY = f"{_INSTALLED}\\t%{{NAME}}\\t%{{VERSION}}-%{{RELEASE}}.%{{ARCH}}\\t%{{INSTALLTIME:date}}\\n"
+
+
+def _query_manifests(session: RootImageSession) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+    """The image's manifests (records.split_combined) and, by package name, (version-release.arch, install date)."""
+    outcome = session.run_rpm(["-qa", "--qf", records.combined_query() + _INSTALLED_QUERY])
     # rpm reports a bad query format per package on stderr and still exits 0.
     if not outcome.ok or any(line.startswith("error:") for line in outcome.output.splitlines()):
         raise NodePluginError("the image's rpm could not list its packages", details=outcome.output[-4000:])
-    return records.split_combined(outcome.output)
-
-
-def _write_plugin_records(session: RootImageSession, archive: PluginArchive) -> list[str]:
-    """/etc/ovirt-plugins.d/<rpm name> for each of the plugin's own packages; their NEVRAs."""
-    wanted = [package.name for package in archive.manifest.plugin_packages if package.name not in archive.recipe.excluded]
-    if not wanted:
-        return []
-    outcome = session.run([session.rpm_binary(), "-q", "--qf",
-                           "%{NAME}\t%{VERSION}-%{RELEASE}.%{ARCH}\t%{INSTALLTIME:date}\n", *wanted])
-    found = {}
+    installed = {}
     for line in outcome.output.splitlines():
         fields = line.split("\t")
-        if len(fields) == 3:
-            found[fields[0]] = fields
-    missing = [name for name in wanted if name not in found]
+        if len(fields) == 4 and fields[0] == _INSTALLED:
+            installed[fields[1]] = (fields[2], fields[3])
+    return records.split_combined(outcome.output), installed
+
+
+def _write_plugin_records(session: RootImageSession, archive: PluginArchive,
+                          installed: dict[str, tuple[str, str]]) -> list[str]:
+    """/etc/ovirt-plugins.d/<rpm name> for each of the plugin's own packages; their NEVRAs."""
+    wanted = [package.name for package in archive.manifest.plugin_packages if package.name not in archive.recipe.excluded]
+    missing = [name for name in wanted if name not in installed]
     if missing:
-        raise NodePluginError(f"plugin {archive.manifest.name}: {', '.join(missing)} not installed after the "
-                              "install step", details=outcome.output[-4000:])
-    installed = []
+        raise NodePluginError(f"plugin {archive.manifest.name}: {', '.join(missing)} not installed after the edit",
+                              hint="a %post script or another plugin's step may have erased it; the scriptlet "
+                                   "logs in the build record say what each step did")
+    records_written = []
     for name in wanted:
-        _name, evra, date = found[name]
+        evra, date = installed[name]
         session.write(f"{records.RECORDS_DIR}/{name}", records.plugin_record(name, evra, date).encode("utf-8"))
-        installed.append(f"{name}-{evra}")
-    return installed
+        records_written.append(f"{name}-{evra}")
+    return records_written
 
 
 def _write_update_records(session: RootImageSession, prepared: Prepared, number: int,

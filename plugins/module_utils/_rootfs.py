@@ -54,6 +54,13 @@ LIVE_ROOT = "/mnt/live"
 _WORK = "/var/tmp/.ovirt-node-plugins"
 _SCRATCH_LABEL = "nodeplugins"
 _STATUS_MARK = "@@ovirt-node-plugins-exit-status="
+# Finds the image's real rpm (minimal images may also carry busybox's 'rpm' applet) and runs it with the script's
+# arguments, in the same appliance command: every command costs about a second under TCG (libguestfs binds /dev,
+# /proc and /sys into the image around each one), so the search does not get a command of its own.
+_RPM_MARK = "@@ovirt-node-plugins-rpm="
+_FIND_RPM = ('for c in /usr/bin/rpm /bin/rpm; do '
+             'if "$c" --version 2>/dev/null | grep -q "RPM version"; then '
+             f'echo "{_RPM_MARK}$c"; exec "$c" "$@"; fi; done; exit 127')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,6 +414,11 @@ class RootImageSession:
         os.makedirs(local_dir, exist_ok=True)
         self._guest(self.g.copy_out, path.rstrip("/") + "/.", local_dir)
 
+    def remove(self, paths: Sequence[str]) -> None:
+        """Delete files of the current view (missing ones are fine), without a command in the image."""
+        for path in paths:
+            self._guest(self.g.rm_f, path)
+
     def listdir(self, path: str) -> list[str]:
         if not self.exists(path):
             return []
@@ -464,16 +476,22 @@ class RootImageSession:
     # -- packages ---------------------------------------------------------------------------
     def rpm_binary(self) -> str:
         """The image's real rpm: minimal images may also carry busybox's 'rpm' applet on the PATH."""
-        if self._rpm is None:
-            probe = self.run(["sh", "-c", 'for c in /usr/bin/rpm /bin/rpm; do '
-                              '"$c" --version 2>/dev/null | grep -q "RPM version" && { echo "$c"; exit 0; }; '
-                              'done; exit 1'])
-            if not probe.ok:
-                raise NodePluginError("the image has no working rpm", path=self.label,
-                                      hint="plugins are installed with the image's own rpm; "
-                                           "this image cannot take them")
-            self._rpm = probe.output.strip().splitlines()[-1]
-        return self._rpm
+        if self._rpm is not None:
+            return self._rpm
+        return self.run_rpm(["--version"]).argv[0]
+
+    def run_rpm(self, args: Sequence[str]) -> CommandResult:
+        """The image's rpm with these arguments (chroot view); the first call also finds which rpm that is."""
+        if self._rpm is not None:
+            return self.run([self._rpm, *args])
+        found = self.run(["sh", "-c", _FIND_RPM, "find-rpm", *args])
+        first, _sep, rest = found.output.partition("\n")
+        if not first.startswith(_RPM_MARK):
+            raise NodePluginError("the image has no working rpm", path=self.label,
+                                  details=found.output.strip()[-2000:],
+                                  hint="plugins are installed with the image's own rpm; this image cannot take them")
+        self._rpm = first[len(_RPM_MARK):].strip()
+        return dataclasses.replace(found, argv=(self._rpm, *args), output=rest)
 
     def install_rpms(self, rpm_files: Sequence[str], *, nodeps: bool = False,
                      nosignature: bool = True) -> CommandResult:

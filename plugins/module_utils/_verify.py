@@ -309,8 +309,8 @@ def _inspect_images(iso: NodeIso, base: NodeIso | None, workdir: str, build: rec
     record_names = build.package_names() if build else []
     with session_factory(iso.squashfs_image().open_file(root_path), readonly=True, extra_images=extra,
                          label=f"the root image {root_path.lstrip('/')}") as session:
+        queried = session.run_rpm(["-qa", "--qf", records.combined_query()])
         rpm = session.rpm_binary()
-        queried = session.run([rpm, "-qa", "--qf", records.combined_query()])
         manifests = records.split_combined(queried.output)
         installed_names = {nevra.rsplit("-", 2)[0] for nevra in records.nevras_of(manifests["rpm"])}
         if diff is None:

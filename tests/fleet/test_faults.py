@@ -5,8 +5,8 @@
 Releases: L, the converged one (the fixture ISO with the plugin and a livenet initramfs); B, the base fixture ISO;
 C, the base fixture ISO under another release version (another release id and menus, the same files otherwise).
 Each test says the state it starts from and leaves; the fetches that prove a claim are what a PXE client does.
-Every deploy here costs minutes on a loaded 2-core CI machine, so each touches as few servers as its claim needs; a
-server stopped during a rollout in batches and a fleet-wide rollback are not run here (docs/operations.md).
+Every deploy here costs minutes on a loaded 2-core CI machine, so each touches as few servers as its claim needs, and
+copies a release only where the claim needs a copy (a server that already holds a release only switches).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import threading
 import pytest
 
 from tests.fleet.lab import PREFIX, Lab, boot_chain, judge_chain, wait_until
+from tests.playbook_run import changed_tasks
 
 RELEASE_VERSION_C = "2.5.0-1.0.fc17.1"
 
@@ -150,3 +151,40 @@ def test_a_deploy_killed_while_copying_a_release(lab, releases, tmp_path):
     assert pxe2.link("current") == releases["C"] and pxe2.link("previous") == releases["L"]
     assert not [name for name in pxe2.releases() if name.startswith(".")], pxe2.releases()
     _serves_completely(lab, "pxe2", releases["C"], str(tmp_path))
+
+
+def test_a_server_whose_sshd_stops_during_a_rollout_then_a_fleet_wide_rollback(lab, releases, tmp_path):
+    """B to every server in batches of two (pxe1 and pxe2, then pxe3), pxe2's sshd stopped: the play reports pxe2
+    unreachable, pxe1 (holding B: a switch only) and pxe3 (a copy of B) switch; with sshd back the same command
+    converges: pxe2 copies B and switches, pxe1 and pxe3 report no change. Then rollback.yml for the whole fleet:
+    each server is back on the release it served before its last switch, and serves it completely."""
+    pxe2 = lab.servers["pxe2"]
+    start = {"pxe1": releases["C"], "pxe2": releases["C"], "pxe3": releases["L"]}
+    assert _links(lab) == start
+    extra = _deploy_vars(lab.isos["base"], node_pxe_serial=2)
+    pxe2.stop("sshd")
+    try:
+        run = lab.play("deploy.yml", extra)
+    finally:
+        pxe2.start("sshd")
+    assert run.rc != 0 and run.recap["pxe2"]["unreachable"] == 1, run.output[-6000:]
+    assert run.recap["pxe1"]["failed"] == 0 and run.recap["pxe3"]["failed"] == 0, run.recap
+    assert re.search(r"fatal: \[pxe2\]: UNREACHABLE!", run.output), run.output[-6000:]
+    assert _links(lab) == {"pxe1": releases["B"], "pxe2": releases["C"], "pxe3": releases["B"]}
+    assert releases["B"] not in pxe2.releases()  # the server that could not be reached got nothing
+    _serves_completely(lab, "pxe2", releases["C"], str(tmp_path))
+
+    wait_until("pxe2's sshd back", lambda: os.path.isfile(os.path.join(pxe2.folder, "sshd.pid")), 30)
+    again = lab.play("deploy.yml", extra)
+    assert again.rc == 0, again.output[-6000:]
+    changed = changed_tasks(again.output)
+    assert again.recap["pxe1"]["changed"] == 0 and again.recap["pxe3"]["changed"] == 0, changed
+    assert again.recap["pxe2"]["changed"] > 0, again.recap
+    assert _links(lab) == {"pxe1": releases["B"], "pxe2": releases["B"], "pxe3": releases["B"]}
+    assert _links(lab, "previous") == start
+
+    back = lab.play("rollback.yml", {})
+    assert back.rc == 0, back.output[-6000:]
+    assert _links(lab) == start and _links(lab, "previous") == {name: releases["B"] for name in start}
+    for name, release in start.items():
+        _serves_completely(lab, name, release, str(tmp_path))

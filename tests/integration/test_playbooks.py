@@ -22,6 +22,7 @@ import yaml
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._boot import boot_pxe
 from tests.fixtures._cache import REPO_ROOT
+from tests.playbook_run import changed_tasks
 
 PLAYBOOKS = os.path.join(REPO_ROOT, "playbooks")
 SERVERS = ("pxe-a", "pxe-b")
@@ -70,17 +71,6 @@ def play(lab: Lab, playbook: str, extra_vars: dict, *args: str) -> PlayRun:
                               "unreachable": int(match.group(4)), "failed": int(match.group(5))}
              for match in _RECAP.finditer(done.stdout.split("PLAY RECAP")[-1])}
     return PlayRun(rc=done.returncode, recap=recap, output=done.stdout + done.stderr, seconds=seconds)
-
-
-def changed_tasks(output: str) -> list[str]:
-    """The tasks of a play's output that reported a change, with the hosts: what an idempotence failure names."""
-    changed, task = [], "?"
-    for line in output.splitlines():
-        if line.startswith("TASK ["):
-            task = line.rstrip(" *")
-        elif line.startswith("changed: "):
-            changed.append(f"{task} {line}")
-    return changed
 
 
 def site_vars(lab: Lab, plugin: str) -> dict:

@@ -96,6 +96,14 @@ class FakeSession:
     def rpm_binary(self):
         return "/usr/bin/rpm"
 
+    def run_rpm(self, args):
+        return self.run([self.rpm_binary(), *args])
+
+    def remove(self, paths):
+        FakeSession.commands.append(("rm", "-f", *paths))
+        for path in paths:
+            self.files.pop(path, None)
+
     def _names(self):
         return {nevra.rsplit("-", 2)[0]: nevra for nevra in self.packages}
 
@@ -125,6 +133,8 @@ class FakeSession:
             return CommandResult(tuple(argv), 0, "".join(f"{nevra}\n" for nevra in BASE_PACKAGES), 0.0)
         if "-qa" in argv:
             lines = [f"rpm\t{nevra} (none)" for nevra in self.packages]
+            lines += [f"installed\t{nevra.rsplit('-', 2)[0]}\t{'-'.join(nevra.rsplit('-', 2)[1:])}\tMon Nov 30 2026"
+                      for nevra in self.packages]
             return CommandResult(tuple(argv), 0, "\n".join(lines) + "\n", 0.0)
         if "--qf" not in argv:  # rpm -V, sh -c listings: nothing to report
             return CommandResult(tuple(argv), 0, "", 0.0)
