@@ -347,7 +347,7 @@ def _inspect_images(iso: NodeIso, base: NodeIso | None, workdir: str, build: rec
         comparison = (f"compared from blocks: {diff.squashfs_blocks_changed} of {diff.squashfs_blocks} squashfs blocks "
                       f"differ from the base ({diff.ext_blocks_changed} file-system blocks, {diff.metadata_blocks} of "
                       f"them metadata), {len(diff.changes)} paths changed, "
-                      f"{diff.bytes_decompressed >> 10} KiB decompressed in {diff.seconds:.1f} s "
+                      f"{diff.bytes_decompressed >> 10} KiB decompressed "
                       "(deep=true compares every file)")
     # As the image's rpm -qa prints them (the manifests' form, without the epoch).
     base_nevras = sorted(f"{p.name}-{p.version}-{p.release}.{p.arch}" for p in base_db.packages) if base_db else None
