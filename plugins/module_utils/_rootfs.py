@@ -414,8 +414,10 @@ class RootImageSession:
         os.makedirs(local_dir, exist_ok=True)
         self._guest(self.g.copy_out, path.rstrip("/") + "/.", local_dir)
 
-    def remove(self, paths: Sequence[str]) -> None:
-        """Delete files of the current view (missing ones are fine), without a command in the image."""
+    def remove(self, paths: Sequence[str], *, view: str = "chroot") -> None:
+        """Delete files of a view (missing ones are fine), without a command in the image."""
+        if paths:
+            self.use_view(view)
         for path in paths:
             self._guest(self.g.rm_f, path)
 

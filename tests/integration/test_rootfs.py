@@ -79,6 +79,16 @@ def test_live_tree_changes_come_back_to_the_host(session, tmp_path):
     session.use_view("chroot")
 
 
+def test_remove_deletes_in_the_image_whatever_view_the_last_script_left(session):
+    """Records of departing plugins are deleted right after the plugins' scripts; a %post --nochroot leaves the
+    session in the nochroot view, whose / is the scratch disk: the image's file must go all the same."""
+    session.write("/etc/ovirt-plugins.d/departing", b"Name:departing\n")
+    session.use_view("nochroot")
+    session.remove(["/etc/ovirt-plugins.d/departing", "/etc/ovirt-plugins.d/never-there"])
+    assert session.view == "chroot"
+    assert not session.exists("/etc/ovirt-plugins.d/departing")
+
+
 def test_image_was_grown(session):
     result = session.run(["sh", "-c", "df -k / | tail -1"])
     assert result.ok

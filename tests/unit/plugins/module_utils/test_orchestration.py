@@ -99,7 +99,7 @@ class FakeSession:
     def run_rpm(self, args):
         return self.run([self.rpm_binary(), *args])
 
-    def remove(self, paths):
+    def remove(self, paths, **_options):
         FakeSession.commands.append(("rm", "-f", *paths))
         for path in paths:
             self.files.pop(path, None)
