@@ -11,6 +11,7 @@ through syslog): each datagram becomes one line of LOG.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._outputs import _pid_alive
 from ansible_collections.ovirt.node_plugins.plugins.module_utils._pxe import read_sums
@@ -103,6 +105,15 @@ class Server:
 
     def start(self, daemon: str) -> None:
         subprocess.run(["sh", os.path.join(self.folder, f"start-{daemon}.sh")], check=True, capture_output=True)
+
+    @contextlib.contextmanager
+    def stopped(self, daemon: str) -> Iterator[None]:
+        """The daemon down for the block, and started again after it (also when the block fails)."""
+        self.stop(daemon)
+        try:
+            yield
+        finally:
+            self.start(daemon)
 
 
 @dataclasses.dataclass(frozen=True)
